@@ -1,0 +1,114 @@
+/**
+ * Composition root: `createContext` opens storage and builds the services; `buildApp` builds the
+ * HTTP server over them. `main.ts` listens; tests call `app.inject()`.
+ */
+import { readFileSync } from 'node:fs';
+import fastifySwagger from '@fastify/swagger';
+import fastifySwaggerUi from '@fastify/swagger-ui';
+import Fastify, { LogController, type FastifyInstance } from 'fastify';
+import { jsonSchemaTransform, serializerCompiler, validatorCompiler } from 'fastify-type-provider-zod';
+import type { Config } from './config.ts';
+import { createAccessTokenSigner } from './domains/identity/tokens.ts';
+import { IdentityService } from './domains/identity/service.ts';
+import { automationAuthRoutes } from './faces/automation/auth.routes.ts';
+import { databasesAuthRoutes } from './faces/databases/auth.routes.ts';
+import { monitoringAuthRoutes } from './faces/monitoring/auth.routes.ts';
+import type { AppContext } from './faces/shared/context.ts';
+import { genRequestId, installConventions } from './faces/shared/conventions.ts';
+import { registerFace } from './faces/shared/plugin.ts';
+import { systemRoutes } from './faces/system/routes.ts';
+import { tasksAuthRoutes } from './faces/tasks/auth.routes.ts';
+import { MIGRATIONS } from './migrations.ts';
+import { createPasswordHasher } from './platform/crypto/index.ts';
+import { migrate, openDb, PostgresDb, type Db } from './platform/db/index.ts';
+import { createMailer } from './platform/mail/index.ts';
+import { createMetrics } from './platform/metrics/index.ts';
+import { RateLimits } from './platform/ratelimit/index.ts';
+
+export const VERSION: string = (JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string }).version;
+
+/** Opens the database (or uses the one given), migrates it, and wires the services. */
+export async function createContext(config: Config, opts: { db?: Db; onMailError?: (err: unknown) => void } = {}): Promise<AppContext> {
+  const db = opts.db ?? (await openDb({ databaseUrl: config.databaseUrl, dataDir: config.dataDir, poolSize: config.databasePoolSize }));
+  await migrate(db, MIGRATIONS);
+  const limits = new RateLimits(
+    config.redisUrl
+      ? { kind: 'redis', redisUrl: config.redisUrl }
+      : db instanceof PostgresDb
+        ? { kind: 'postgres', pool: db.pool }
+        : { kind: 'memory' },
+  );
+  const mailer = createMailer({ smtpUrl: config.smtpUrl, from: config.mailFrom, onError: opts.onMailError });
+  const identity = new IdentityService({
+    db,
+    hasher: createPasswordHasher(config.passwordHashMemoryKib),
+    signer: createAccessTokenSigner({
+      secret: config.jwtSecret,
+      issuer: config.jwtIssuer,
+      audience: config.jwtAudience,
+      ttlSeconds: config.accessTokenTtlSeconds,
+    }),
+    mailer,
+    limits,
+    options: {
+      refreshTokenTtlDays: config.refreshTokenTtlDays,
+      defaultTier: config.defaultTier,
+      adminEmail: config.adminEmail,
+      adminPassword: config.adminPassword,
+      loginFailures: { points: config.loginMaxFailures, windowSeconds: config.loginFailureWindowSeconds },
+      publicUrl: config.publicUrl,
+    },
+  });
+  return { config, db, identity, limits, metrics: createMetrics(), mailer, version: VERSION, startedAt: new Date() };
+}
+
+export async function closeContext(ctx: AppContext): Promise<void> {
+  ctx.mailer.close();
+  await ctx.limits.close();
+  await ctx.db.close();
+}
+
+/** Builds the HTTP server with all four faces. Does not listen. */
+export async function buildApp(ctx: AppContext, opts: { logger?: boolean } = {}): Promise<FastifyInstance> {
+  const app = Fastify({
+    logger: opts.logger === false ? false : { level: ctx.config.logLevel },
+    genReqId: genRequestId,
+    requestIdHeader: false,
+    bodyLimit: ctx.config.bodyLimitBytes,
+    trustProxy: ctx.config.trustProxy,
+    // Per-request lines only at debug level: at load they cost more than the request itself.
+    logController: new LogController({ disableRequestLogging: ctx.config.logLevel !== 'debug' && ctx.config.logLevel !== 'trace' }),
+  });
+  app.setValidatorCompiler(validatorCompiler);
+  app.setSerializerCompiler(serializerCompiler);
+
+  await app.register(fastifySwagger, {
+    openapi: {
+      openapi: '3.1.0',
+      info: {
+        title: 'Mainspring',
+        version: VERSION,
+        description:
+          'One server, four published APIs: HelixCode (tasks, /api/v1), Helomatic (monitoring, /api), HeliosDB (databases, /v1) and Arrotech Hub (automation, /). One account and one token work on all of them.',
+      },
+      components: { securitySchemes: { bearerAuth: { type: 'http', scheme: 'bearer', description: 'Access token (JWT) or API key' } } },
+    },
+    transform: jsonSchemaTransform,
+  });
+  await app.register(fastifySwaggerUi, { routePrefix: '/docs', uiConfig: { deepLinking: false } });
+  app.addHook('onRoute', (route) => {
+    if (route.url.startsWith('/docs')) route.config = { ...route.config, rateLimit: false };
+  });
+
+  installConventions(app, ctx);
+
+  registerFace(app, ctx, 'monitoring', systemRoutes);
+  registerFace(app, ctx, 'tasks', tasksAuthRoutes);
+  registerFace(app, ctx, 'monitoring', monitoringAuthRoutes);
+  registerFace(app, ctx, 'databases', databasesAuthRoutes);
+  registerFace(app, ctx, 'automation', automationAuthRoutes);
+
+  app.get('/openapi.json', { config: { rateLimit: false }, schema: { hide: true } }, async () => app.swagger());
+  await app.ready();
+  return app;
+}

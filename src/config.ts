@@ -1,0 +1,244 @@
+/**
+ * The one typed configuration object. Environment variables are read here and nowhere else,
+ * validated once at start; a bad value stops the process with a message naming the variable.
+ */
+import { randomBytes } from 'node:crypto';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { z } from 'zod';
+
+export const TIERS = ['free', 'developer', 'pro', 'team', 'enterprise'] as const;
+export type Tier = (typeof TIERS)[number];
+export const FACES = ['tasks', 'monitoring', 'databases', 'automation'] as const;
+export type FaceName = (typeof FACES)[number];
+
+/** A rate-limit policy: `points` requests per `windowSeconds`; null points = unlimited. */
+export interface LimitPolicy {
+  points: number | null;
+  windowSeconds: number;
+}
+export type FaceLimits = Record<Tier | 'anonymous', LimitPolicy>;
+
+const HOUR = 3600;
+const DAY = 86400;
+const MINUTE = 60;
+
+/** Published per-face policies (seed documents); tiers a document does not name take the nearest one. */
+export const DEFAULT_RATE_LIMITS: Record<FaceName, FaceLimits> = {
+  tasks: {
+    anonymous: { points: 100, windowSeconds: HOUR },
+    free: { points: 1000, windowSeconds: HOUR },
+    developer: { points: 1000, windowSeconds: HOUR },
+    pro: { points: 1000, windowSeconds: HOUR },
+    team: { points: 1000, windowSeconds: HOUR },
+    enterprise: { points: 1000, windowSeconds: HOUR },
+  },
+  databases: {
+    anonymous: { points: 100, windowSeconds: MINUTE },
+    free: { points: 100, windowSeconds: MINUTE },
+    developer: { points: 1000, windowSeconds: MINUTE },
+    pro: { points: 1000, windowSeconds: MINUTE },
+    team: { points: 10000, windowSeconds: MINUTE },
+    enterprise: { points: null, windowSeconds: MINUTE },
+  },
+  monitoring: {
+    anonymous: { points: 100, windowSeconds: HOUR },
+    free: { points: 100, windowSeconds: HOUR },
+    developer: { points: 1000, windowSeconds: HOUR },
+    pro: { points: 1000, windowSeconds: HOUR },
+    team: { points: 10000, windowSeconds: HOUR },
+    enterprise: { points: 10000, windowSeconds: HOUR },
+  },
+  automation: {
+    anonymous: { points: 100, windowSeconds: DAY },
+    free: { points: 100, windowSeconds: DAY },
+    developer: { points: 10000, windowSeconds: DAY },
+    pro: { points: 10000, windowSeconds: DAY },
+    team: { points: 10000, windowSeconds: DAY },
+    enterprise: { points: null, windowSeconds: DAY },
+  },
+};
+
+const limitOverride = z.union([
+  z.number().int().positive(),
+  z.null(),
+  z.object({ points: z.number().int().positive().nullable(), windowSeconds: z.number().int().positive().optional() }),
+]);
+const rateLimitsOverride = z.partialRecord(
+  z.enum(FACES),
+  z.partialRecord(z.enum([...TIERS, 'anonymous']), limitOverride),
+);
+
+const boolish = z
+  .enum(['true', 'false', '1', '0', 'yes', 'no'])
+  .transform((v) => v === 'true' || v === '1' || v === 'yes');
+
+const envSchema = z.object({
+  PORT: z.coerce.number().int().min(0).max(65535).default(8080),
+  HOST: z.string().min(1).default('0.0.0.0'),
+  DATA_DIR: z.string().min(1).default('./data'),
+  DATABASE_URL: z.string().regex(/^postgres(ql)?:\/\//, 'must be a postgres:// URL').optional(),
+  DATABASE_POOL_SIZE: z.coerce.number().int().min(1).max(500).default(20),
+  REDIS_URL: z.string().regex(/^rediss?:\/\//, 'must be a redis:// URL').optional(),
+  JWT_SECRET: z.string().min(32, 'must be at least 32 characters').optional(),
+  SECRETS_KEY: z.string().min(32, 'must be at least 32 characters').optional(),
+  JWT_ISSUER: z.string().min(1).default('mainspring'),
+  JWT_AUDIENCE: z.string().min(1).default('mainspring-api'),
+  ACCESS_TOKEN_TTL_SECONDS: z.coerce.number().int().min(30).max(86400).default(3600),
+  REFRESH_TOKEN_TTL_DAYS: z.coerce.number().int().min(1).max(365).default(30),
+  MAINSPRING_ADMIN_PASSWORD: z.string().min(8, 'must be at least 8 characters').optional(),
+  MAINSPRING_ADMIN_EMAIL: z.email().default('admin@mainspring.local'),
+  DEFAULT_TIER: z.enum(TIERS).default('free'),
+  RATE_LIMITS: z
+    .string()
+    .optional()
+    .transform((raw, ctx) => {
+      if (!raw) return {};
+      try {
+        return rateLimitsOverride.parse(JSON.parse(raw));
+      } catch (err) {
+        ctx.addIssue({ code: 'custom', message: `must be JSON like {"databases":{"free":500}}: ${String(err)}` });
+        return z.NEVER;
+      }
+    }),
+  LOGIN_MAX_FAILURES: z.coerce.number().int().min(1).default(10),
+  LOGIN_FAILURE_WINDOW_SECONDS: z.coerce.number().int().min(1).default(900),
+  BODY_LIMIT_BYTES: z.coerce.number().int().min(1024).default(1_048_576),
+  METRICS_TOKEN: z.string().min(1).optional(),
+  SMTP_URL: z.string().regex(/^smtps?:\/\//, 'must be an smtp:// or smtps:// URL').optional(),
+  MAIL_FROM: z.string().min(3).default('Mainspring <no-reply@mainspring.local>'),
+  PUBLIC_URL: z.url().optional(),
+  CORS_ORIGINS: z.string().optional(),
+  TRUST_PROXY: boolish.default(false),
+  MAINSPRING_ENV: z.string().min(1).max(40).default('production'),
+  LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+  PASSWORD_HASH_MEMORY_KIB: z.coerce.number().int().min(1024).default(19456),
+});
+
+export interface Config {
+  port: number;
+  host: string;
+  dataDir: string;
+  /** `pglite` when DATABASE_URL is absent (embedded default), else `postgres`. */
+  engine: 'pglite' | 'postgres';
+  databaseUrl: string | undefined;
+  databasePoolSize: number;
+  redisUrl: string | undefined;
+  jwtSecret: string;
+  secretsKey: string;
+  jwtIssuer: string;
+  jwtAudience: string;
+  accessTokenTtlSeconds: number;
+  refreshTokenTtlDays: number;
+  adminPassword: string | undefined;
+  adminEmail: string;
+  defaultTier: Tier;
+  rateLimits: Record<FaceName, FaceLimits>;
+  loginMaxFailures: number;
+  loginFailureWindowSeconds: number;
+  bodyLimitBytes: number;
+  metricsToken: string | undefined;
+  smtpUrl: string | undefined;
+  mailFrom: string;
+  publicUrl: string | undefined;
+  corsOrigins: string[];
+  trustProxy: boolean;
+  logLevel: string;
+  /** Free-form deployment name shown by the status endpoint. */
+  environment: string;
+  passwordHashMemoryKib: number;
+}
+
+export class ConfigError extends Error {}
+
+type Env = Record<string, string | undefined>;
+
+/** Reads and validates configuration from `env` (default: the process environment). */
+export function loadConfig(env: Env = process.env): Config {
+  const cleaned: Env = {};
+  for (const [k, v] of Object.entries(env)) if (v !== undefined && v !== '') cleaned[k] = v;
+  const parsed = envSchema.safeParse(cleaned);
+  if (!parsed.success) {
+    const lines = parsed.error.issues.map((i) => `  ${i.path.join('.') || '(env)'}: ${i.message}`);
+    throw new ConfigError(`Invalid configuration:\n${lines.join('\n')}`);
+  }
+  const e = parsed.data;
+  const engine = e.DATABASE_URL ? 'postgres' : 'pglite';
+  const dataDir = resolve(e.DATA_DIR);
+  let jwtSecret = e.JWT_SECRET;
+  let secretsKey = e.SECRETS_KEY;
+  if (engine === 'postgres') {
+    const missing = [!jwtSecret && 'JWT_SECRET', !secretsKey && 'SECRETS_KEY'].filter(Boolean);
+    if (missing.length) {
+      throw new ConfigError(
+        `Invalid configuration:\n  ${missing.join(', ')}: required when DATABASE_URL is set (every server process must share them)`,
+      );
+    }
+  } else if (!jwtSecret || !secretsKey) {
+    const persisted = loadOrCreateSecrets(dataDir);
+    jwtSecret ??= persisted.jwtSecret;
+    secretsKey ??= persisted.secretsKey;
+  }
+  return {
+    port: e.PORT,
+    host: e.HOST,
+    dataDir,
+    engine,
+    databaseUrl: e.DATABASE_URL,
+    databasePoolSize: e.DATABASE_POOL_SIZE,
+    redisUrl: e.REDIS_URL,
+    jwtSecret: jwtSecret!,
+    secretsKey: secretsKey!,
+    jwtIssuer: e.JWT_ISSUER,
+    jwtAudience: e.JWT_AUDIENCE,
+    accessTokenTtlSeconds: e.ACCESS_TOKEN_TTL_SECONDS,
+    refreshTokenTtlDays: e.REFRESH_TOKEN_TTL_DAYS,
+    adminPassword: e.MAINSPRING_ADMIN_PASSWORD,
+    adminEmail: e.MAINSPRING_ADMIN_EMAIL,
+    defaultTier: e.DEFAULT_TIER,
+    rateLimits: mergeRateLimits(e.RATE_LIMITS),
+    loginMaxFailures: e.LOGIN_MAX_FAILURES,
+    loginFailureWindowSeconds: e.LOGIN_FAILURE_WINDOW_SECONDS,
+    bodyLimitBytes: e.BODY_LIMIT_BYTES,
+    metricsToken: e.METRICS_TOKEN,
+    smtpUrl: e.SMTP_URL,
+    mailFrom: e.MAIL_FROM,
+    publicUrl: e.PUBLIC_URL,
+    corsOrigins: (e.CORS_ORIGINS ?? '').split(',').map((s) => s.trim()).filter(Boolean),
+    trustProxy: e.TRUST_PROXY,
+    logLevel: e.LOG_LEVEL,
+    environment: e.MAINSPRING_ENV,
+    passwordHashMemoryKib: e.PASSWORD_HASH_MEMORY_KIB,
+  };
+}
+
+function mergeRateLimits(overrides: z.infer<typeof rateLimitsOverride>): Record<FaceName, FaceLimits> {
+  const merged = structuredClone(DEFAULT_RATE_LIMITS);
+  for (const [face, tiers] of Object.entries(overrides) as [FaceName, Record<string, unknown>][]) {
+    for (const [tier, value] of Object.entries(tiers) as [Tier | 'anonymous', z.infer<typeof limitOverride>][]) {
+      const current = merged[face][tier];
+      if (value === null || typeof value === 'number') current.points = value;
+      else {
+        current.points = value.points;
+        if (value.windowSeconds) current.windowSeconds = value.windowSeconds;
+      }
+    }
+  }
+  return merged;
+}
+
+/** Embedded mode keeps its generated secrets beside the data so restarts keep tokens valid. */
+function loadOrCreateSecrets(dataDir: string): { jwtSecret: string; secretsKey: string } {
+  const file = join(dataDir, 'secrets.json');
+  if (existsSync(file)) {
+    const raw = JSON.parse(readFileSync(file, 'utf8')) as { jwtSecret?: string; secretsKey?: string };
+    if (typeof raw.jwtSecret === 'string' && typeof raw.secretsKey === 'string') {
+      return { jwtSecret: raw.jwtSecret, secretsKey: raw.secretsKey };
+    }
+    throw new ConfigError(`Invalid configuration:\n  ${file}: exists but does not hold jwtSecret and secretsKey`);
+  }
+  mkdirSync(dataDir, { recursive: true });
+  const secrets = { jwtSecret: randomBytes(48).toString('base64url'), secretsKey: randomBytes(32).toString('base64url') };
+  writeFileSync(file, JSON.stringify(secrets, null, 2) + '\n', { mode: 0o600, flag: 'wx' });
+  return secrets;
+}

@@ -1,0 +1,7 @@
+/** Every domain's migrations, in one list; versions are global (platform 1-99, identity 100s, audit 200s, ...). */
+import { auditMigrations } from './domains/audit/migrations.ts';
+import { identityMigrations } from './domains/identity/migrations.ts';
+import type { Migration } from './platform/db/index.ts';
+import { rateLimitMigrations } from './platform/ratelimit/migrations.ts';
+
+export const MIGRATIONS: readonly Migration[] = [...rateLimitMigrations, ...identityMigrations, ...auditMigrations];

@@ -1,0 +1,131 @@
+/**
+ * Fixed-window request counters behind one interface. Embedded mode counts in memory; server mode
+ * counts in PostgreSQL (or Redis when configured) so that every process shares the same numbers.
+ */
+import { Redis } from 'ioredis';
+import type pg from 'pg';
+import {
+  RateLimiterMemory,
+  RateLimiterPostgres,
+  RateLimiterRedis,
+  RateLimiterRes,
+  type RateLimiterAbstract,
+} from 'rate-limiter-flexible';
+
+export interface LimitPolicy {
+  /** Requests allowed per window; null means unlimited. */
+  points: number | null;
+  windowSeconds: number;
+}
+
+export interface RateDecision {
+  allowed: boolean;
+  /** null when the policy is unlimited. */
+  limit: number | null;
+  remaining: number;
+  /** Epoch milliseconds at which the current window ends. */
+  resetAtMs: number;
+  retryAfterSeconds: number;
+}
+
+export type StoreKind = 'memory' | 'postgres' | 'redis';
+
+export interface RateLimitStoreOptions {
+  kind: StoreKind;
+  pool?: pg.Pool;
+  redisUrl?: string;
+}
+
+export const RATE_LIMIT_TABLE = 'rate_limits';
+
+export class RateLimits {
+  readonly kind: StoreKind;
+  private readonly limiters = new Map<string, RateLimiterAbstract>();
+  private readonly pool: pg.Pool | undefined;
+  private readonly redis: Redis | undefined;
+
+  constructor(opts: RateLimitStoreOptions) {
+    this.kind = opts.kind;
+    this.pool = opts.pool;
+    if (opts.kind === 'redis') {
+      if (!opts.redisUrl) throw new Error('redis rate-limit store needs a URL');
+      this.redis = new Redis(opts.redisUrl, { enableOfflineQueue: true, maxRetriesPerRequest: 2, lazyConnect: false });
+      // Connection errors surface on commands; the client reconnects by itself.
+      this.redis.on('error', () => {});
+    }
+    if (opts.kind === 'postgres' && !opts.pool) throw new Error('postgres rate-limit store needs a pool');
+  }
+
+  private limiter(bucket: string, policy: { points: number; windowSeconds: number }): RateLimiterAbstract {
+    const id = `${bucket}|${policy.points}|${policy.windowSeconds}`;
+    let limiter = this.limiters.get(id);
+    if (limiter) return limiter;
+    const common = { keyPrefix: bucket, points: policy.points, duration: policy.windowSeconds };
+    if (this.kind === 'memory') limiter = new RateLimiterMemory(common);
+    else if (this.kind === 'redis') limiter = new RateLimiterRedis({ ...common, storeClient: this.redis });
+    else {
+      limiter = new RateLimiterPostgres({
+        ...common,
+        storeClient: this.pool,
+        storeType: 'pool',
+        tableName: RATE_LIMIT_TABLE,
+        tableCreated: true,
+        clearExpiredByTimeout: false,
+      });
+    }
+    this.limiters.set(id, limiter);
+    return limiter;
+  }
+
+  /** Counts one request of `subject` in `bucket` and says whether it is allowed. */
+  async consume(bucket: string, subject: string, policy: LimitPolicy, points = 1): Promise<RateDecision> {
+    if (policy.points === null) return unlimited(policy);
+    const limiter = this.limiter(bucket, { points: policy.points, windowSeconds: policy.windowSeconds });
+    try {
+      const res = await limiter.consume(subject, points);
+      return decision(true, policy.points, res);
+    } catch (err) {
+      if (err instanceof RateLimiterRes) return decision(false, policy.points, err);
+      throw err;
+    }
+  }
+
+  /** Reads the current count without changing it. */
+  async peek(bucket: string, subject: string, policy: LimitPolicy): Promise<RateDecision> {
+    if (policy.points === null) return unlimited(policy);
+    const limiter = this.limiter(bucket, { points: policy.points, windowSeconds: policy.windowSeconds });
+    const res = await limiter.get(subject);
+    if (!res) return { allowed: true, limit: policy.points, remaining: policy.points, resetAtMs: Date.now() + policy.windowSeconds * 1000, retryAfterSeconds: 0 };
+    return decision(res.consumedPoints < policy.points, policy.points, res);
+  }
+
+  async reset(bucket: string, subject: string, policy: LimitPolicy): Promise<void> {
+    if (policy.points === null) return;
+    await this.limiter(bucket, { points: policy.points, windowSeconds: policy.windowSeconds }).delete(subject);
+  }
+
+  /** Round-trips to the backing store; used by the status endpoint. */
+  async ping(): Promise<void> {
+    if (this.redis) await this.redis.ping();
+    else if (this.pool) await this.pool.query(`SELECT 1 FROM ${RATE_LIMIT_TABLE} LIMIT 1`);
+  }
+
+  async close(): Promise<void> {
+    if (this.redis) this.redis.disconnect();
+  }
+}
+
+function unlimited(policy: LimitPolicy): RateDecision {
+  return { allowed: true, limit: null, remaining: 0, resetAtMs: Date.now() + policy.windowSeconds * 1000, retryAfterSeconds: 0 };
+}
+
+function decision(allowed: boolean, points: number, res: RateLimiterRes): RateDecision {
+  const ms = res.msBeforeNext > 0 ? res.msBeforeNext : 0;
+  return {
+    allowed,
+    limit: points,
+    remaining: Math.max(points - res.consumedPoints, 0),
+    resetAtMs: Date.now() + ms,
+    retryAfterSeconds: Math.max(1, Math.ceil(ms / 1000)),
+  };
+}
