@@ -84,7 +84,7 @@ export function automationAuthRoutes(app: FaceApp, ctx: AppContext): void {
     config: { auth: 'optional' },
     schema: {
       summary: 'Log out: ends the session of the bearer token, or of the refresh token in the body',
-      body: z.object({ refresh_token: z.string().min(1).max(512).optional() }).optional(),
+      body: z.object({ refresh_token: z.string().min(1).max(512).optional() }).nullish(),
       response: { 200: z.object({ success: z.literal(true), message: z.string() }) },
     },
     handler: async (req) => {

@@ -54,7 +54,7 @@ export function databasesAuthRoutes(app: FaceApp, ctx: AppContext): void {
     config: { auth: 'optional' },
     schema: {
       summary: 'Refresh an expiring token (bearer token), or rotate a refresh token given in the body',
-      body: z.object({ refresh_token: z.string().min(1).max(512).optional() }).optional(),
+      body: z.object({ refresh_token: z.string().min(1).max(512).optional() }).nullish(),
       response: { 200: envelope(tokenData) },
     },
     handler: async (req, reply) => {

@@ -5,6 +5,7 @@
 import { randomBytes } from 'node:crypto';
 import type { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { hasZodFastifySchemaValidationErrors, isResponseSerializationError } from 'fastify-type-provider-zod';
+import { z } from 'zod';
 import type { FaceName } from '../../config.ts';
 import type { Principal } from '../../domains/identity/service.ts';
 import { AppError, isAppError, type ErrorCode } from '../../platform/errors.ts';
@@ -23,6 +24,13 @@ export const WIRES: Record<FaceName, FaceWire> = {
   databases: databasesWire,
   automation: automationWire,
 };
+
+export const FIELD_REQUIRED = 'Field required';
+
+// Wording for absent fields that reads the same in every face (FastAPI's, which Arrotech clients know).
+z.config({
+  customError: (issue) => (issue.code === 'invalid_type' && issue.input === undefined ? FIELD_REQUIRED : undefined),
+});
 
 const REQUEST_ID_RE = /^[A-Za-z0-9._:-]{1,128}$/;
 
@@ -48,6 +56,16 @@ function policyFor(ctx: AppContext, face: FaceName, principal: Principal | null)
 }
 
 export function installConventions(app: FastifyInstance, ctx: AppContext): void {
+  // Clients often send `Content-Type: application/json` with no body on refresh/logout; treat that as
+  // "no body" instead of a parse error. Everything else goes through Fastify's safe JSON parser.
+  const parseJson = app.getDefaultJsonParser('error', 'error');
+  app.removeContentTypeParser('application/json');
+  app.addContentTypeParser('application/json', { parseAs: 'string' }, (req, body, done) => {
+    const text = typeof body === 'string' ? body : body.toString('utf8');
+    if (text.trim() === '') return done(null, undefined);
+    return parseJson(req, text, done);
+  });
+
   app.decorateRequest('principal', null);
   app.decorateRequest('authError', null);
   app.decorateRequest('face', 'automation');
@@ -157,7 +175,7 @@ export function normalizeError(err: unknown): { err: AppError; issues?: FieldIss
       location: err.validationContext ?? 'body',
       path: String(v.instancePath).split('/').filter(Boolean).map((p: string) => (/^\d+$/.test(p) ? Number(p) : p)),
       message: v.message ?? 'Invalid value',
-      type: v.keyword,
+      type: v.message === FIELD_REQUIRED ? 'missing' : v.keyword,
     }));
     const first = issues[0];
     const where = first && first.path.length ? `${first.path.join('.')}: ` : '';

@@ -86,7 +86,7 @@ export function tasksAuthRoutes(app: FaceApp, ctx: AppContext): void {
     config: { auth: 'optional' },
     schema: {
       summary: 'New access token from a refresh token (body) or from a still-valid bearer token',
-      body: z.object({ refresh_token: z.string().min(1).max(512).optional() }).optional(),
+      body: z.object({ refresh_token: z.string().min(1).max(512).optional() }).nullish(),
       response: { 200: loginResponse },
     },
     handler: async (req) => {
