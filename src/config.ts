@@ -3,7 +3,7 @@
  * validated once at start; a bad value stops the process with a message naming the variable.
  */
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { z } from 'zod';
 
@@ -231,14 +231,23 @@ function mergeRateLimits(overrides: z.infer<typeof rateLimitsOverride>): Record<
 function loadOrCreateSecrets(dataDir: string): { jwtSecret: string; secretsKey: string } {
   const file = join(dataDir, 'secrets.json');
   if (existsSync(file)) {
-    const raw = JSON.parse(readFileSync(file, 'utf8')) as { jwtSecret?: string; secretsKey?: string };
-    if (typeof raw.jwtSecret === 'string' && typeof raw.secretsKey === 'string') {
-      return { jwtSecret: raw.jwtSecret, secretsKey: raw.secretsKey };
+    let raw: unknown;
+    try {
+      raw = JSON.parse(readFileSync(file, 'utf8'));
+    } catch (err) {
+      throw new ConfigError(`Invalid configuration:\n  ${file}: is not valid JSON (${(err as Error).message}); restore it or set JWT_SECRET and SECRETS_KEY`);
+    }
+    const r = (raw ?? {}) as { jwtSecret?: unknown; secretsKey?: unknown };
+    if (typeof r.jwtSecret === 'string' && typeof r.secretsKey === 'string') {
+      return { jwtSecret: r.jwtSecret, secretsKey: r.secretsKey };
     }
     throw new ConfigError(`Invalid configuration:\n  ${file}: exists but does not hold jwtSecret and secretsKey`);
   }
   mkdirSync(dataDir, { recursive: true });
   const secrets = { jwtSecret: randomBytes(48).toString('base64url'), secretsKey: randomBytes(32).toString('base64url') };
-  writeFileSync(file, JSON.stringify(secrets, null, 2) + '\n', { mode: 0o600, flag: 'wx' });
+  // Write then rename, so a crash during the first start never leaves a half-written file behind.
+  const tmp = `${file}.${process.pid}.tmp`;
+  writeFileSync(tmp, JSON.stringify(secrets, null, 2) + '\n', { mode: 0o600 });
+  renameSync(tmp, file);
   return secrets;
 }

@@ -5,6 +5,7 @@ import { buildApp, closeContext, createContext } from './app.ts';
 import { ConfigError, TIERS, loadConfig, type Tier } from './config.ts';
 import { MIGRATIONS } from './migrations.ts';
 import { migrate, openDb } from './platform/db/index.ts';
+import { AppError } from './platform/errors.ts';
 
 const USAGE = `Usage: mainspring <command>
 
@@ -96,6 +97,10 @@ main(process.argv.slice(2)).catch((err: unknown) => {
   if (err instanceof ConfigError) {
     console.error(err.message);
     process.exit(78);
+  }
+  if (err instanceof AppError) {
+    console.error(`Error: ${err.message}`);
+    process.exit(1);
   }
   if (err instanceof UsageError) {
     console.error(`${err.message}\n\n${USAGE}`);
