@@ -14,7 +14,7 @@ import { automationAuthRoutes } from './faces/automation/auth.routes.ts';
 import { databasesAuthRoutes } from './faces/databases/auth.routes.ts';
 import { monitoringAuthRoutes } from './faces/monitoring/auth.routes.ts';
 import type { AppContext } from './faces/shared/context.ts';
-import { genRequestId, installConventions } from './faces/shared/conventions.ts';
+import { genRequestId, handleFrameworkError, installConventions } from './faces/shared/conventions.ts';
 import { registerFace } from './faces/shared/plugin.ts';
 import { systemRoutes } from './faces/system/routes.ts';
 import { tasksAuthRoutes } from './faces/tasks/auth.routes.ts';
@@ -76,6 +76,7 @@ export async function buildApp(ctx: AppContext, opts: { logger?: boolean } = {})
     requestIdHeader: false,
     bodyLimit: ctx.config.bodyLimitBytes,
     trustProxy: ctx.config.trustProxy,
+    frameworkErrors: handleFrameworkError,
     // Per-request lines only at debug level: at load they cost more than the request itself.
     logController: new LogController({ disableRequestLogging: ctx.config.logLevel !== 'debug' && ctx.config.logLevel !== 'trace' }),
   });

@@ -39,6 +39,7 @@ export interface IssuedTokens {
   sessionId: string;
   accessToken: string;
   accessTokenExpiresAt: Date;
+  accessTokenTtlSeconds: number;
   refreshToken: string;
   refreshTokenExpiresAt: Date;
 }
@@ -212,17 +213,25 @@ export class IdentityService {
   /** Checks a password for an email or username; 10 failures per account and IP in 15 minutes lock further tries. */
   async login(identifier: string, password: string, ctx: RequestContext, face: FaceName): Promise<{ user: User; tokens: IssuedTokens }> {
     const id = identifier.trim().toLowerCase();
-    const throttleKey = `${id}|${ctx.ip ?? 'unknown'}`;
-    const throttle = await this.limits.peek('login-failures', throttleKey, this.opts.loginFailures);
-    if (!throttle.allowed) {
-      await recordAuditEvent(this.db, { eventType: 'authentication', action: 'login', result: 'failure', context: ctx, metadata: { identifier: id, reason: 'throttled', face } });
-      throw new AppError('RATE_LIMITED', 'Too many failed login attempts; try again later', { retryAfterSeconds: throttle.retryAfterSeconds });
-    }
     const { rows } = await this.db.query<UserRow & { password_hash: string }>(
       `SELECT ${USER_COLUMNS}, u.password_hash FROM users u WHERE lower(u.email) = $1 OR lower(u.username) = $1 LIMIT 1`,
       [id],
     );
     const row = rows[0];
+    // Count failures per account (whichever of email or username was typed), else per typed name.
+    const throttleKey = `${row ? `acct:${row.id}` : `name:${id}`}|${ctx.ip ?? 'unknown'}`;
+    const throttle = await this.limits.peek('login-failures', throttleKey, this.opts.loginFailures);
+    if (!throttle.allowed) {
+      await recordAuditEvent(this.db, {
+        eventType: 'authentication',
+        action: 'login',
+        result: 'failure',
+        userId: row?.id ?? null,
+        context: ctx,
+        metadata: { identifier: id, reason: 'throttled', face },
+      });
+      throw new AppError('RATE_LIMITED', 'Too many failed login attempts; try again later', { retryAfterSeconds: throttle.retryAfterSeconds });
+    }
     dummyHash ??= this.hasher.hash(generatePassword());
     const ok = await this.hasher.verify(row?.password_hash ?? (await dummyHash), password);
     if (!row || !ok || !row.active) {
@@ -462,7 +471,14 @@ export class IdentityService {
     const refreshTokenExpiresAt = new Date(Date.now() + this.opts.refreshTokenTtlDays * 86_400_000);
     await tx.query(`INSERT INTO refresh_tokens (token_hash, session_id, expires_at) VALUES ($1, $2, $3)`, [sha256Hex(refreshToken), sessionId, refreshTokenExpiresAt]);
     const access = await this.signer.sign({ userId, sessionId });
-    return { sessionId, accessToken: access.token, accessTokenExpiresAt: access.expiresAt, refreshToken, refreshTokenExpiresAt };
+    return {
+      sessionId,
+      accessToken: access.token,
+      accessTokenExpiresAt: access.expiresAt,
+      accessTokenTtlSeconds: access.ttlSeconds,
+      refreshToken,
+      refreshTokenExpiresAt,
+    };
   }
 }
 
@@ -474,7 +490,7 @@ function validatePassword(password: string): void {
 function verificationText(token: string, publicUrl: string | undefined): string {
   const base = publicUrl?.replace(/\/$/, '');
   const how = base
-    ? `Open ${base}/auth/verify-email?token=${encodeURIComponent(token)} or POST {"token":"${token}"} to ${base}/auth/verify-email.`
+    ? `open ${base}/auth/verify-email?token=${encodeURIComponent(token)}`
     : `POST {"token":"${token}"} to /auth/verify-email on your Mainspring server.`;
   return `Welcome to Mainspring.\n\nConfirm your email address: ${how}\n\nThe link is valid for 7 days.\n`;
 }

@@ -7,7 +7,7 @@ export interface AccessTokenClaims {
 }
 
 export interface AccessTokenSigner {
-  sign(claims: AccessTokenClaims): Promise<{ token: string; expiresAt: Date }>;
+  sign(claims: AccessTokenClaims): Promise<{ token: string; expiresAt: Date; ttlSeconds: number }>;
   /** Verifies signature, algorithm, issuer, audience and expiry; throws AUTH_EXPIRED or AUTH_REQUIRED. */
   verify(token: string): Promise<AccessTokenClaims>;
 }
@@ -27,7 +27,7 @@ export function createAccessTokenSigner(opts: { secret: string; issuer: string; 
         .setIssuedAt(nowSec)
         .setExpirationTime(exp)
         .sign(key);
-      return { token, expiresAt: new Date(exp * 1000) };
+      return { token, expiresAt: new Date(exp * 1000), ttlSeconds: opts.ttlSeconds };
     },
     async verify(token) {
       try {

@@ -123,15 +123,29 @@ export function automationAuthRoutes(app: FaceApp, ctx: AppContext): void {
     },
   });
 
+  const verifyResponse = { 200: envelope(z.object({ email_verified: z.boolean() })) };
   app.post('/auth/verify-email', {
     config: { auth: 'optional' },
     schema: {
       summary: 'Confirm an email address with the token from the verification mail',
       body: z.object({ token: z.string().min(1).max(512) }),
-      response: { 200: envelope(z.object({ email_verified: z.boolean() })) },
+      response: verifyResponse,
     },
     handler: async (req) => {
       const user = await ctx.identity.verifyEmail(req.body.token, requestContext(req));
+      return arrotechOk({ email_verified: user.verified }, 'Email verified');
+    },
+  });
+
+  app.get('/auth/verify-email', {
+    config: { auth: 'optional' },
+    schema: {
+      summary: 'The link in the verification mail: confirms the address',
+      querystring: z.object({ token: z.string().min(1).max(512) }),
+      response: verifyResponse,
+    },
+    handler: async (req) => {
+      const user = await ctx.identity.verifyEmail(req.query.token, requestContext(req));
       return arrotechOk({ email_verified: user.verified }, 'Email verified');
     },
   });

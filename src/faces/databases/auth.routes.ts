@@ -83,8 +83,8 @@ export function databasesAuthRoutes(app: FaceApp, ctx: AppContext): void {
   app.post('/v1/auth/logout', {
     schema: { summary: 'Invalidate the current token', response: { 200: envelope(z.object({ logged_out: z.boolean() })) } },
     handler: async (req, reply) => {
-      await ctx.identity.logout({ principal: principalOf(req) }, requestContext(req));
-      return heliosOk(req, reply, { logged_out: true });
+      const { revoked } = await ctx.identity.logout({ principal: principalOf(req) }, requestContext(req));
+      return heliosOk(req, reply, { logged_out: revoked });
     },
   });
 }

@@ -16,13 +16,9 @@ function envelope<T extends z.ZodType>(data: T) {
   return z.object({ success: z.literal(true), data, message: z.string().optional(), timestamp: z.string() });
 }
 
+/** `expires_in` is the access token's lifetime in seconds, as Helomatic documents it (3600). */
 function tokensOf(t: IssuedTokens) {
-  return {
-    access_token: t.accessToken,
-    refresh_token: t.refreshToken,
-    expires_in: Math.max(0, Math.round((t.accessTokenExpiresAt.getTime() - Date.now()) / 1000)),
-    token_type: 'Bearer' as const,
-  };
+  return { access_token: t.accessToken, refresh_token: t.refreshToken, expires_in: t.accessTokenTtlSeconds, token_type: 'Bearer' as const };
 }
 
 export function monitoringAuthRoutes(app: FaceApp, ctx: AppContext): void {
@@ -121,8 +117,8 @@ export function monitoringAuthRoutes(app: FaceApp, ctx: AppContext): void {
       response: { 200: envelope(z.object({ logged_out: z.boolean() })) },
     },
     handler: async (req) => {
-      await ctx.identity.logout({ principal: principalOf(req) }, requestContext(req));
-      return helomaticOk({ logged_out: true }, 'Logout successful');
+      const { revoked } = await ctx.identity.logout({ principal: principalOf(req) }, requestContext(req));
+      return helomaticOk({ logged_out: revoked }, revoked ? 'Logout successful' : 'API keys have no session to end; revoke the key instead');
     },
   });
 }

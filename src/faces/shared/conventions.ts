@@ -8,6 +8,7 @@ import { hasZodFastifySchemaValidationErrors, isResponseSerializationError } fro
 import { z } from 'zod';
 import type { FaceName } from '../../config.ts';
 import type { Principal } from '../../domains/identity/service.ts';
+import { sqlState } from '../../platform/db/index.ts';
 import { AppError, isAppError, type ErrorCode } from '../../platform/errors.ts';
 import type { LimitPolicy } from '../../platform/ratelimit/index.ts';
 import { automationWire } from '../automation/wire.ts';
@@ -63,7 +64,14 @@ export function installConventions(app: FastifyInstance, ctx: AppContext): void 
   app.addContentTypeParser('application/json', { parseAs: 'string' }, (req, body, done) => {
     const text = typeof body === 'string' ? body : body.toString('utf8');
     if (text.trim() === '') return done(null, undefined);
-    return parseJson(req, text, done);
+    return parseJson(req, text, (err, parsed) => {
+      if (err) return done(err, undefined);
+      // PostgreSQL cannot store U+0000 in text or jsonb: refuse it at the door rather than fail later.
+      if ((text.includes('u0000') || text.includes('\0')) && containsNul(parsed)) {
+        return done(new AppError('VALIDATION_ERROR', 'Text must not contain the NUL character (\\u0000)'), undefined);
+      }
+      return done(null, parsed);
+    });
   });
 
   app.decorateRequest('principal', null);
@@ -73,10 +81,7 @@ export function installConventions(app: FastifyInstance, ctx: AppContext): void 
   app.addHook('onRequest', async (req, reply) => {
     const cfg = req.routeOptions.config;
     req.face = cfg.face ?? faceForUrl(req.url);
-    reply.header('X-Request-Id', req.id);
-    reply.header('X-Content-Type-Options', 'nosniff');
-    reply.header('X-Frame-Options', 'DENY');
-    reply.header('Referrer-Policy', 'no-referrer');
+    setCommonHeaders(req, reply);
     if (cfg.rateLimit === false && cfg.auth === undefined) return;
 
     const credential = bearer(req);
@@ -148,10 +153,39 @@ export function installConventions(app: FastifyInstance, ctx: AppContext): void 
   });
 }
 
+function containsNul(value: unknown): boolean {
+  if (typeof value === 'string') return value.includes('\0');
+  if (Array.isArray(value)) return value.some(containsNul);
+  if (value && typeof value === 'object') return Object.entries(value).some(([k, v]) => k.includes('\0') || containsNul(v));
+  return false;
+}
+
+/** Security headers and the request id, on every response including framework-level errors. */
+function setCommonHeaders(req: FastifyRequest, reply: FastifyReply): void {
+  reply.header('X-Request-Id', req.id);
+  reply.header('X-Content-Type-Options', 'nosniff');
+  reply.header('X-Frame-Options', 'DENY');
+  reply.header('Referrer-Policy', 'no-referrer');
+}
+
+/**
+ * Errors Fastify raises before routing (a malformed URL): same headers and the owning face's shape.
+ * Passed to the Fastify constructor as `frameworkErrors`.
+ */
+export function handleFrameworkError(error: Error, req: FastifyRequest, reply: FastifyReply): void {
+  setCommonHeaders(req, reply);
+  const face = faceForUrl(req.url);
+  const { err, issues } = normalizeError(error);
+  void sendError(reply, WIRES[face], err, req, issues);
+}
+
 function sendError(reply: FastifyReply, wire: FaceWire, err: AppError, req: FastifyRequest, issues: FieldIssue[] | undefined) {
   reply.status(wire.status(err.code));
   return reply.send(wire.errorBody(err, req, reply, issues));
 }
+
+// Data exceptions that only input can cause: NUL or unencodable characters, text too long for a column.
+const INPUT_SQLSTATES = new Set(['22021', '22P05', '22001']);
 
 const STATUS_CODES: Record<number, ErrorCode> = {
   400: 'VALIDATION_ERROR',
@@ -181,10 +215,17 @@ export function normalizeError(err: unknown): { err: AppError; issues?: FieldIss
     const where = first && first.path.length ? `${first.path.join('.')}: ` : '';
     return { err: new AppError('VALIDATION_ERROR', `${where}${first?.message ?? 'Invalid request'}`), issues };
   }
+  const state = sqlState(err);
+  if (state && INPUT_SQLSTATES.has(state)) {
+    return { err: new AppError('VALIDATION_ERROR', 'A value in the request cannot be stored (invalid characters or too long)', { cause: err }) };
+  }
   if (isResponseSerializationError(err)) return { err: new AppError('INTERNAL_ERROR', 'Internal server error', { cause: err }) };
   const fe = err as Partial<FastifyError>;
-  if (fe.code === 'FST_ERR_CTP_INVALID_JSON' || fe.code === 'FST_ERR_CTP_EMPTY_JSON_BODY' || err instanceof SyntaxError) {
-    return { err: new AppError('VALIDATION_ERROR', 'Request body is not valid JSON', { cause: err }) };
+  if (fe.code === 'FST_ERR_CTP_INVALID_JSON_BODY' || fe.code === 'FST_ERR_CTP_EMPTY_JSON_BODY' || err instanceof SyntaxError) {
+    return {
+      err: new AppError('VALIDATION_ERROR', 'Request body is not valid JSON', { cause: err }),
+      issues: [{ location: 'body', path: [], message: 'JSON decode error', type: 'json_invalid' }],
+    };
   }
   if (fe.validation) {
     return { err: new AppError('VALIDATION_ERROR', fe.message ?? 'Invalid request', { cause: err }) };

@@ -2,6 +2,7 @@
  * Fixed-window request counters behind one interface. Embedded mode counts in memory; server mode
  * counts in PostgreSQL (or Redis when configured) so that every process shares the same numbers.
  */
+import { createHash } from 'node:crypto';
 import { Redis } from 'ioredis';
 import type pg from 'pg';
 import {
@@ -82,7 +83,7 @@ export class RateLimits {
     if (policy.points === null) return unlimited(policy);
     const limiter = this.limiter(bucket, { points: policy.points, windowSeconds: policy.windowSeconds });
     try {
-      const res = await limiter.consume(subject, points);
+      const res = await limiter.consume(storeKey(subject), points);
       return decision(true, policy.points, res);
     } catch (err) {
       if (err instanceof RateLimiterRes) return decision(false, policy.points, err);
@@ -94,14 +95,14 @@ export class RateLimits {
   async peek(bucket: string, subject: string, policy: LimitPolicy): Promise<RateDecision> {
     if (policy.points === null) return unlimited(policy);
     const limiter = this.limiter(bucket, { points: policy.points, windowSeconds: policy.windowSeconds });
-    const res = await limiter.get(subject);
+    const res = await limiter.get(storeKey(subject));
     if (!res) return { allowed: true, limit: policy.points, remaining: policy.points, resetAtMs: Date.now() + policy.windowSeconds * 1000, retryAfterSeconds: 0 };
     return decision(res.consumedPoints < policy.points, policy.points, res);
   }
 
   async reset(bucket: string, subject: string, policy: LimitPolicy): Promise<void> {
     if (policy.points === null) return;
-    await this.limiter(bucket, { points: policy.points, windowSeconds: policy.windowSeconds }).delete(subject);
+    await this.limiter(bucket, { points: policy.points, windowSeconds: policy.windowSeconds }).delete(storeKey(subject));
   }
 
   /** Round-trips to the backing store; used by the status endpoint. */
@@ -113,6 +114,11 @@ export class RateLimits {
   async close(): Promise<void> {
     if (this.redis) this.redis.disconnect();
   }
+}
+
+/** Store keys stay short whatever the subject (the PostgreSQL column is varchar(255)). */
+function storeKey(subject: string): string {
+  return subject.length <= 96 ? subject : `h:${createHash('sha256').update(subject).digest('base64url')}`;
 }
 
 function unlimited(policy: LimitPolicy): RateDecision {
