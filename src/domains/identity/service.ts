@@ -221,29 +221,24 @@ export class IdentityService {
     // Count failures per account (whichever of email or username was typed), else per typed name.
     const throttleKey = `${row ? `acct:${row.id}` : `name:${id}`}|${ctx.ip ?? 'unknown'}`;
     const throttle = await this.limits.peek('login-failures', throttleKey, this.opts.loginFailures);
-    if (!throttle.allowed) {
-      await recordAuditEvent(this.db, {
+    const auditFailure = (reason: string) =>
+      recordAuditEvent(this.db, {
         eventType: 'authentication',
         action: 'login',
         result: 'failure',
         userId: row?.id ?? null,
         context: ctx,
-        metadata: { identifier: id, reason: 'throttled', face },
+        metadata: { identifier: id, reason, face },
       });
+    if (!throttle.allowed) {
+      await auditFailure('throttled');
       throw new AppError('RATE_LIMITED', 'Too many failed login attempts; try again later', { retryAfterSeconds: throttle.retryAfterSeconds });
     }
     dummyHash ??= this.hasher.hash(generatePassword());
     const ok = await this.hasher.verify(row?.password_hash ?? (await dummyHash), password);
     if (!row || !ok || !row.active) {
       await this.limits.consume('login-failures', throttleKey, this.opts.loginFailures);
-      await recordAuditEvent(this.db, {
-        eventType: 'authentication',
-        action: 'login',
-        result: 'failure',
-        userId: row?.id ?? null,
-        context: ctx,
-        metadata: { identifier: id, reason: !row ? 'unknown_account' : !ok ? 'wrong_password' : 'deactivated', face },
-      });
+      await auditFailure(!row ? 'unknown_account' : !ok ? 'wrong_password' : 'deactivated');
       throw new AppError('AUTH_REQUIRED', 'Invalid credentials');
     }
     return this.db.transaction(async (tx) => {

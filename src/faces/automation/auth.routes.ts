@@ -124,6 +124,10 @@ export function automationAuthRoutes(app: FaceApp, ctx: AppContext): void {
   });
 
   const verifyResponse = { 200: envelope(z.object({ email_verified: z.boolean() })) };
+  const verify = async (token: string, req: Parameters<typeof requestContext>[0]) => {
+    const user = await ctx.identity.verifyEmail(token, requestContext(req));
+    return arrotechOk({ email_verified: user.verified }, 'Email verified');
+  };
   app.post('/auth/verify-email', {
     config: { auth: 'optional' },
     schema: {
@@ -131,12 +135,8 @@ export function automationAuthRoutes(app: FaceApp, ctx: AppContext): void {
       body: z.object({ token: z.string().min(1).max(512) }),
       response: verifyResponse,
     },
-    handler: async (req) => {
-      const user = await ctx.identity.verifyEmail(req.body.token, requestContext(req));
-      return arrotechOk({ email_verified: user.verified }, 'Email verified');
-    },
+    handler: (req) => verify(req.body.token, req),
   });
-
   app.get('/auth/verify-email', {
     config: { auth: 'optional' },
     schema: {
@@ -144,10 +144,7 @@ export function automationAuthRoutes(app: FaceApp, ctx: AppContext): void {
       querystring: z.object({ token: z.string().min(1).max(512) }),
       response: verifyResponse,
     },
-    handler: async (req) => {
-      const user = await ctx.identity.verifyEmail(req.query.token, requestContext(req));
-      return arrotechOk({ email_verified: user.verified }, 'Email verified');
-    },
+    handler: (req) => verify(req.query.token, req),
   });
 
   app.post('/auth/me/regenerate-api-key', {
