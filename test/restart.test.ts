@@ -3,111 +3,39 @@
  * `migrate` and `admin create-user` commands. PGlite is single-process, so commands run one at a time.
  */
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { after, test } from 'node:test';
 import { MIGRATIONS } from '../src/migrations.ts';
 import { ENGINE } from './helpers/engine.ts';
+import { expectStatus, freePort, http, passwordLines, running, spawnMain, spawnServer, stopAll, stopProc, waitHealthy, type ServerProcess } from './helpers/process.ts';
 
 const SKIP: string | false =
   ENGINE === 'pglite' ? false : 'embedded (PGlite) restarts only: unset MAINSPRING_TEST_DATABASE_URL to run';
-const REPO_ROOT = fileURLToPath(new URL('..', import.meta.url));
 const START_TIMEOUT_MS = 90_000;
-const STOP_TIMEOUT_MS = 10_000;
 const COMMAND_TIMEOUT_MS = 90_000;
-const REQUEST_TIMEOUT_MS = 15_000;
 /** Per test: skipped by name on PostgreSQL; bounded when it runs. */
 const OPTS = { skip: SKIP, timeout: 240_000 };
 
 // ---------------------------------------------------------------------------------------------
 // Process plumbing
 
-interface Exit {
-  code: number | null;
-  signal: NodeJS.Signals | null;
-}
-
-interface Proc {
-  name: string;
-  child: ChildProcess;
-  stdout(): string;
-  stderr(): string;
-  exited: Promise<Exit>;
-  exit: Exit | undefined;
-}
-
-const running = new Set<Proc>();
 const tempDirs: string[] = [];
 
 after(async () => {
   // Safety net: anything a failed test left running is stopped (and must still stop cleanly).
-  const left = [...running];
-  const results = await Promise.all(left.map((p) => stopProc(p)));
-  for (const d of tempDirs) rmSync(d, { recursive: true, force: true });
-  const bad = results.flatMap((r, i) => (r.timedOut || r.exit.code !== 0 ? [`${left[i]!.name}: ${JSON.stringify(r.exit)}`] : []));
-  assert.deepEqual(bad, [], 'leftover processes exit 0 within 10 s of SIGTERM');
+  try {
+    await stopAll(running, 'leftover processes exit 0 within 10 s of SIGTERM');
+  } finally {
+    for (const d of tempDirs) rmSync(d, { recursive: true, force: true });
+  }
 });
 
 function tempDataDir(): string {
   const dir = mkdtempSync(join(tmpdir(), 'ms-restart-'));
   tempDirs.push(dir);
   return dir;
-}
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = createServer();
-    srv.unref();
-    srv.once('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const addr = srv.address();
-      if (addr === null || typeof addr === 'string') return reject(new Error('no port assigned'));
-      srv.close(() => resolve(addr.port));
-    });
-  });
-}
-
-function spawnMain(name: string, args: string[], env: Record<string, string>): Proc {
-  // A minimal environment: nothing from the caller's shell (DATABASE_URL, secrets, ...) leaks in.
-  const child = spawn(process.execPath, ['src/main.ts', ...args], {
-    cwd: REPO_ROOT,
-    env: { PATH: process.env.PATH ?? '', LOG_LEVEL: 'info', PASSWORD_HASH_MEMORY_KIB: '4096', ...env },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  let out = '';
-  let err = '';
-  child.stdout!.setEncoding('utf8').on('data', (s: string) => (out += s));
-  child.stderr!.setEncoding('utf8').on('data', (s: string) => (err += s));
-  const proc: Proc = {
-    name,
-    child,
-    stdout: () => out,
-    stderr: () => err,
-    exit: undefined,
-    exited: new Promise<Exit>((resolve) => {
-      child.once('exit', (code, signal) => {
-        proc.exit = { code, signal };
-        running.delete(proc);
-        resolve(proc.exit);
-      });
-    }),
-  };
-  running.add(proc);
-  return proc;
-}
-
-async function stopProc(p: Proc, timeoutMs = STOP_TIMEOUT_MS): Promise<{ exit: Exit; timedOut: boolean }> {
-  if (p.exit) return { exit: p.exit, timedOut: false };
-  p.child.kill('SIGTERM');
-  let timer: NodeJS.Timeout | undefined;
-  const timedOut = await Promise.race([p.exited.then(() => false), new Promise<boolean>((r) => (timer = setTimeout(() => r(true), timeoutMs)))]);
-  clearTimeout(timer);
-  if (timedOut) p.child.kill('SIGKILL');
-  return { exit: await p.exited, timedOut };
 }
 
 /** Runs a one-shot command to completion (bounded) and returns its exit code and output. */
@@ -126,31 +54,20 @@ async function runCommand(args: string[], env: Record<string, string>): Promise<
   }
 }
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
 interface Server {
-  proc: Proc;
+  proc: ServerProcess;
   baseUrl: string;
 }
 
 async function startServer(name: string, dataDir: string, env: Record<string, string> = {}): Promise<Server> {
-  const port = await freePort();
-  const proc = spawnMain(name, ['serve'], { HOST: '127.0.0.1', PORT: String(port), DATA_DIR: dataDir, ...env });
-  const baseUrl = `http://127.0.0.1:${port}`;
-  const deadline = Date.now() + START_TIMEOUT_MS;
-  while (Date.now() < deadline) {
-    if (proc.exit) throw new Error(`${name} exited (${JSON.stringify(proc.exit)}) before becoming healthy:\n${proc.stdout()}${proc.stderr()}`);
-    try {
-      const res = await fetch(`${baseUrl}/health`, { signal: AbortSignal.timeout(2_000) });
-      await res.body?.cancel();
-      if (res.status === 200) return { proc, baseUrl };
-    } catch {
-      // not listening yet
-    }
-    await sleep(100);
+  const proc = spawnServer(name, await freePort(), { DATA_DIR: dataDir, ...env });
+  try {
+    await waitHealthy(proc, START_TIMEOUT_MS);
+  } catch (err) {
+    await stopProc(proc);
+    throw err;
   }
-  await stopProc(proc);
-  throw new Error(`${name} not healthy within ${START_TIMEOUT_MS} ms:\n${proc.stdout()}${proc.stderr()}`);
+  return { proc, baseUrl: proc.baseUrl };
 }
 
 /** SIGTERM and assert a graceful exit: status 0 within 10 s. */
@@ -158,40 +75,6 @@ async function stopGracefully(s: Server): Promise<void> {
   const { exit, timedOut } = await stopProc(s.proc);
   assert.equal(timedOut, false, `${s.proc.name} exited within 10 s of SIGTERM`);
   assert.deepEqual(exit, { code: 0, signal: null }, `${s.proc.name} exit status:\n${s.proc.stderr()}`);
-}
-
-interface HttpResult {
-  status: number;
-  // eslint-disable-next-line @typescript-eslint/no-explicit-any -- assertions read arbitrary JSON
-  body: any;
-}
-
-async function http(s: Server, method: string, path: string, opts: { token?: string; body?: unknown } = {}): Promise<HttpResult> {
-  const headers: Record<string, string> = {};
-  if (opts.token) headers.authorization = `Bearer ${opts.token}`;
-  if (opts.body !== undefined) headers['content-type'] = 'application/json';
-  const res = await fetch(`${s.baseUrl}${path}`, {
-    method,
-    headers,
-    body: opts.body === undefined ? undefined : JSON.stringify(opts.body),
-    signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS),
-  });
-  const text = await res.text();
-  let body: unknown;
-  try {
-    body = text ? JSON.parse(text) : undefined;
-  } catch {
-    body = text;
-  }
-  return { status: res.status, body };
-}
-
-function expectStatus(res: HttpResult, status: number, what: string): void {
-  assert.equal(res.status, status, `${what}: expected ${status}, got ${res.status} ${JSON.stringify(res.body)}`);
-}
-
-function passwordLines(p: Proc): string[] {
-  return `${p.stdout()}\n${p.stderr()}`.split('\n').filter((l) => l.includes('generated password'));
 }
 
 const versions = [...MIGRATIONS].map((m) => m.version).sort((a, b) => a - b);

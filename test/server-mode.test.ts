@@ -4,22 +4,17 @@
  * or in Redis when REDIS_URL is set), and stop cleanly on SIGTERM.
  */
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { createServer } from 'node:net';
-import { fileURLToPath } from 'node:url';
 import { after, before, describe, test } from 'node:test';
 import { Redis } from 'ioredis';
 import pg from 'pg';
 import { MIGRATIONS } from '../src/migrations.ts';
 import { ENGINE, emptyPgDatabase } from './helpers/engine.ts';
+import { expectStatus, freePort, http, passwordLines, spawnServer, stopAll, stopProc, waitHealthy, type ServerProcess } from './helpers/process.ts';
 
 const SKIP: string | false = ENGINE === 'postgres' ? false : 'needs PostgreSQL: set MAINSPRING_TEST_DATABASE_URL';
-const REPO_ROOT = fileURLToPath(new URL('..', import.meta.url));
 const REDIS_URL = 'redis://127.0.0.1:6379';
 const START_TIMEOUT_MS = 60_000;
-const STOP_TIMEOUT_MS = 10_000;
-const REQUEST_TIMEOUT_MS = 15_000;
 const RATE_LIMIT = 5;
 /** Per test: skipped by name off PostgreSQL; bounded when it runs. */
 const OPTS = { skip: SKIP, timeout: 60_000 };
@@ -27,147 +22,10 @@ const OPTS = { skip: SKIP, timeout: 60_000 };
 // ---------------------------------------------------------------------------------------------
 // Process plumbing
 
-interface Exit {
-  code: number | null;
-  signal: NodeJS.Signals | null;
-}
-
-interface ServerProcess {
-  name: string;
-  baseUrl: string;
-  child: ChildProcess;
-  /** Everything written to stdout and stderr so far. */
-  output(): string;
-  exited: Promise<Exit>;
-  exit: Exit | undefined;
-}
-
-/** A port that was free a moment ago: bind port 0, read what the kernel chose, release it. */
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = createServer();
-    srv.unref();
-    srv.once('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const addr = srv.address();
-      if (addr === null || typeof addr === 'string') return reject(new Error('no port assigned'));
-      srv.close(() => resolve(addr.port));
-    });
-  });
-}
-
 async function distinctFreePorts(n: number): Promise<number[]> {
   const ports = new Set<number>();
   while (ports.size < n) ports.add(await freePort());
   return [...ports];
-}
-
-function spawnServer(name: string, port: number, env: Record<string, string>): ServerProcess {
-  // A minimal environment: nothing from the caller's shell (DATABASE_URL, REDIS_URL, ...) leaks in.
-  const child = spawn(process.execPath, ['src/main.ts', 'serve'], {
-    cwd: REPO_ROOT,
-    env: { PATH: process.env.PATH ?? '', HOST: '127.0.0.1', PORT: String(port), LOG_LEVEL: 'info', PASSWORD_HASH_MEMORY_KIB: '4096', ...env },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  let out = '';
-  child.stdout!.setEncoding('utf8').on('data', (s: string) => (out += s));
-  child.stderr!.setEncoding('utf8').on('data', (s: string) => (out += s));
-  const proc: ServerProcess = {
-    name,
-    baseUrl: `http://127.0.0.1:${port}`,
-    child,
-    output: () => out,
-    exit: undefined,
-    exited: new Promise<Exit>((resolve) => {
-      child.once('exit', (code, signal) => {
-        proc.exit = { code, signal };
-        resolve(proc.exit);
-      });
-    }),
-  };
-  return proc;
-}
-
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-/** Polls GET /health until it answers 200; fails at once if the process dies, or after the timeout. */
-async function waitHealthy(p: ServerProcess, timeoutMs = START_TIMEOUT_MS): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (Date.now() < deadline) {
-    if (p.exit) throw new Error(`${p.name} exited (${JSON.stringify(p.exit)}) before becoming healthy:\n${p.output()}`);
-    try {
-      const res = await fetch(`${p.baseUrl}/health`, { signal: AbortSignal.timeout(2_000) });
-      if (res.status === 200) {
-        const body = (await res.json()) as { status?: string };
-        if (body.status === 'healthy') return;
-      } else {
-        await res.body?.cancel();
-      }
-    } catch {
-      // not listening yet
-    }
-    await sleep(100);
-  }
-  throw new Error(`${p.name} not healthy within ${timeoutMs} ms:\n${p.output()}`);
-}
-
-/** SIGTERM, then wait for the exit; SIGKILL when it does not come within the timeout. */
-async function stopServer(p: ServerProcess, timeoutMs = STOP_TIMEOUT_MS): Promise<{ exit: Exit; timedOut: boolean }> {
-  if (p.exit) return { exit: p.exit, timedOut: false };
-  p.child.kill('SIGTERM');
-  let timer: NodeJS.Timeout | undefined;
-  const timedOut = await Promise.race([
-    p.exited.then(() => false),
-    new Promise<boolean>((r) => (timer = setTimeout(() => r(true), timeoutMs))),
-  ]);
-  clearTimeout(timer);
-  if (timedOut) {
-    p.child.kill('SIGKILL');
-    return { exit: await p.exited, timedOut: true };
-  }
-  return { exit: p.exit!, timedOut: false };
-}
-
-/** Stops every process (safety net for `after`) and reports any that did not exit 0 in time. */
-async function stopAll(procs: ServerProcess[]): Promise<void> {
-  const results = await Promise.all(procs.map(async (p) => ({ p, ...(await stopServer(p)) })));
-  const bad = results.filter((r) => r.timedOut || r.exit.code !== 0);
-  assert.deepEqual(
-    bad.map((r) => `${r.p.name}: ${JSON.stringify(r.exit)}${r.timedOut ? ' (no exit within 10 s, killed)' : ''}`),
-    [],
-    'every server process exits 0 within 10 s of SIGTERM',
-  );
-}
-
-interface HttpResult {
-  status: number;
-  headers: Headers;
-  // eslint-disable-next-line @typescript-eslint/no-explicit-any -- assertions read arbitrary JSON
-  body: any;
-}
-
-async function http(p: ServerProcess, method: string, path: string, opts: { token?: string; body?: unknown } = {}): Promise<HttpResult> {
-  const headers: Record<string, string> = {};
-  if (opts.token) headers.authorization = `Bearer ${opts.token}`;
-  if (opts.body !== undefined) headers['content-type'] = 'application/json';
-  const res = await fetch(`${p.baseUrl}${path}`, {
-    method,
-    headers,
-    body: opts.body === undefined ? undefined : JSON.stringify(opts.body),
-    signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS),
-  });
-  const text = await res.text();
-  let body: unknown;
-  try {
-    body = text ? JSON.parse(text) : undefined;
-  } catch {
-    body = text;
-  }
-  return { status: res.status, headers: res.headers, body };
-}
-
-function expectStatus(res: HttpResult, status: number, what: string): void {
-  assert.equal(res.status, status, `${what}: expected ${status}, got ${res.status} ${JSON.stringify(res.body)}`);
 }
 
 /** Parsed JSON log lines (pino) of a process. */
@@ -183,13 +41,6 @@ function logRecords(p: ServerProcess): { level?: number; msg?: string }[] {
         return [];
       }
     });
-}
-
-function passwordLines(p: ServerProcess): string[] {
-  return p
-    .output()
-    .split('\n')
-    .filter((l) => l.includes('generated password'));
 }
 
 async function withPg<T>(url: string, fn: (c: pg.Client) => Promise<T>): Promise<T> {
@@ -240,9 +91,9 @@ async function startPair(tag: string, extraEnv: Record<string, string> = {}): Pr
   const a = spawnServer(`${tag}-A`, portA!, env);
   const b = spawnServer(`${tag}-B`, portB!, env);
   try {
-    await Promise.all([waitHealthy(a), waitHealthy(b)]);
+    await Promise.all([waitHealthy(a, START_TIMEOUT_MS), waitHealthy(b, START_TIMEOUT_MS)]);
   } catch (err) {
-    await Promise.all([stopServer(a), stopServer(b)]);
+    await Promise.all([stopProc(a), stopProc(b)]);
     await db.drop().catch(() => {});
     throw err;
   }
@@ -252,7 +103,7 @@ async function startPair(tag: string, extraEnv: Record<string, string> = {}): Pr
 async function closePair(pair: Pair | undefined): Promise<void> {
   if (!pair) return;
   try {
-    await stopAll([pair.a, pair.b]);
+    await stopAll([pair.a, pair.b], 'every server process exits 0 within 10 s of SIGTERM');
   } finally {
     await pair.dropDb().catch(() => {});
   }
@@ -403,7 +254,7 @@ describe('two server processes on one PostgreSQL database', () => {
 
   test('both processes shut down gracefully on SIGTERM (exit 0 within 10 s)', OPTS, async () => {
     const { a, b } = fixture.get();
-    const results = await Promise.all([stopServer(a), stopServer(b)]);
+    const results = await Promise.all([stopProc(a), stopProc(b)]);
     for (const [i, r] of results.entries()) {
       const p = i === 0 ? a : b;
       assert.equal(r.timedOut, false, `${p.name} exited within 10 s`);
@@ -461,7 +312,7 @@ describe('two server processes with REDIS_URL share counters in Redis', () => {
 
   test('both processes shut down gracefully on SIGTERM (exit 0 within 10 s)', OPTS, async () => {
     const { a, b } = fixture.get();
-    const results = await Promise.all([stopServer(a), stopServer(b)]);
+    const results = await Promise.all([stopProc(a), stopProc(b)]);
     for (const [i, r] of results.entries()) {
       const p = i === 0 ? a : b;
       assert.equal(r.timedOut, false, `${p.name} exited within 10 s`);
