@@ -19,7 +19,14 @@ import { registerFace } from './faces/shared/plugin.ts';
 import { systemRoutes } from './faces/system/routes.ts';
 import { tasksAuthRoutes } from './faces/tasks/auth.routes.ts';
 import { MIGRATIONS } from './migrations.ts';
+import { DEFAULT_RETRY_SCHEDULE, DeliveryEngine } from './domains/events/delivery.ts';
+import { WebhookService } from './domains/events/webhooks.ts';
+import { databasesWebhookRoutes } from './faces/databases/webhooks.routes.ts';
+import { tasksWebhookRoutes } from './faces/tasks/webhooks.routes.ts';
 import { createPasswordHasher } from './platform/crypto/index.ts';
+import { createSecretBox } from './platform/crypto/secretbox.ts';
+import { AppError } from './platform/errors.ts';
+import { checkAddress, createHttpOut, parseIp, type AllowPrivate } from './platform/http-out/index.ts';
 import { migrate, openDb, PostgresDb, type Db } from './platform/db/index.ts';
 import { createMailer } from './platform/mail/index.ts';
 import { createMetrics } from './platform/metrics/index.ts';
@@ -28,7 +35,24 @@ import { RateLimits } from './platform/ratelimit/index.ts';
 export const VERSION: string = (JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string }).version;
 
 /** Opens the database (or uses the one given), migrates it, and wires the services. */
-export async function createContext(config: Config, opts: { db?: Db; onMailError?: (err: unknown) => void } = {}): Promise<AppContext> {
+/**
+ * Refuses a webhook URL whose host is a literal private address (or localhost) when it is stored, for
+ * a clear error at once; names are resolved and checked again on every delivery attempt.
+ */
+async function refusePrivateLiteral(url: string, allow: AllowPrivate): Promise<void> {
+  const host = new URL(url).hostname.replace(/^\[|\]$/g, '');
+  const literal = host === 'localhost' || host.endsWith('.localhost') ? '127.0.0.1' : parseIp(host) ? host : null;
+  if (literal === null) return;
+  const verdict = checkAddress(literal, allow);
+  if (!verdict.allowed) {
+    throw new AppError('VALIDATION_ERROR', `url points to a ${verdict.category} address, which webhooks may not reach`, { details: { field: 'url' } });
+  }
+}
+
+export async function createContext(
+  config: Config,
+  opts: { db?: Db; onMailError?: (err: unknown) => void; log?: { error(obj: unknown, msg: string): void } } = {},
+): Promise<AppContext> {
   const db = opts.db ?? (await openDb({ databaseUrl: config.databaseUrl, dataDir: config.dataDir, poolSize: config.databasePoolSize }));
   await migrate(db, MIGRATIONS);
   const limits = new RateLimits(
@@ -39,6 +63,28 @@ export async function createContext(config: Config, opts: { db?: Db; onMailError
         : { kind: 'memory' },
   );
   const mailer = createMailer({ smtpUrl: config.smtpUrl, from: config.mailFrom, onError: opts.onMailError });
+  const metrics = createMetrics();
+  const secretBox = createSecretBox(config.secretsKey);
+  const httpOut = createHttpOut({
+    allowPrivate: config.allowPrivateUrls,
+    userAgent: `Mainspring/${VERSION} (+webhooks)`,
+    timeoutMs: config.webhookTimeoutMs,
+  });
+  const webhooks = new WebhookService({ db, secretBox, guardUrl: (url) => refusePrivateLiteral(url, config.allowPrivateUrls) });
+  const deliveries = new DeliveryEngine({
+    db,
+    secretBox,
+    transport: httpOut,
+    registry: metrics.registry,
+    log: opts.log ?? { error: (obj, msg) => console.error(msg, obj) },
+    options: {
+      retryScheduleSeconds: config.webhookRetrySchedule ?? DEFAULT_RETRY_SCHEDULE,
+      timeoutMs: config.webhookTimeoutMs,
+      concurrency: config.webhookConcurrency,
+      batchSize: 200,
+      pollIntervalMs: config.webhookPollIntervalMs,
+    },
+  });
   const identity = new IdentityService({
     db,
     hasher: createPasswordHasher(config.passwordHashMemoryKib),
@@ -59,10 +105,11 @@ export async function createContext(config: Config, opts: { db?: Db; onMailError
       publicUrl: config.publicUrl,
     },
   });
-  return { config, db, identity, limits, metrics: createMetrics(), mailer, version: VERSION, startedAt: new Date() };
+  return { config, db, identity, webhooks, deliveries, limits, metrics, mailer, version: VERSION, startedAt: new Date() };
 }
 
 export async function closeContext(ctx: AppContext): Promise<void> {
+  await ctx.deliveries.stop();
   ctx.mailer.close();
   await ctx.limits.close();
   await ctx.db.close();
@@ -105,6 +152,8 @@ export async function buildApp(ctx: AppContext, opts: { logger?: boolean } = {})
 
   registerFace(app, ctx, 'monitoring', systemRoutes);
   registerFace(app, ctx, 'tasks', tasksAuthRoutes);
+  registerFace(app, ctx, 'tasks', tasksWebhookRoutes);
+  registerFace(app, ctx, 'databases', databasesWebhookRoutes);
   registerFace(app, ctx, 'monitoring', monitoringAuthRoutes);
   registerFace(app, ctx, 'databases', databasesAuthRoutes);
   registerFace(app, ctx, 'automation', automationAuthRoutes);

@@ -6,6 +6,7 @@ import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { z } from 'zod';
+import { type AllowPrivate, parseAllowPrivate } from './platform/http-out/address.ts';
 
 export const TIERS = ['free', 'developer', 'pro', 'team', 'enterprise'] as const;
 export type Tier = (typeof TIERS)[number];
@@ -110,9 +111,27 @@ const envSchema = z.object({
   PUBLIC_URL: z.url().optional(),
   CORS_ORIGINS: z.string().optional(),
   TRUST_PROXY: boolish.default(false),
+  WEBHOOK_RETRY_SCHEDULE: z
+    .string()
+    .regex(/^\s*\d+(\.\d+)?(\s*,\s*\d+(\.\d+)?)*\s*$/, 'must be a comma-separated list of seconds, e.g. "5,300,1800"')
+    .optional(),
+  WEBHOOK_TIMEOUT_MS: z.coerce.number().int().min(100).max(120_000).default(15_000),
+  WEBHOOK_CONCURRENCY: z.coerce.number().int().min(1).max(1000).default(64),
+  WEBHOOK_POLL_INTERVAL_MS: z.coerce.number().int().min(10).max(60_000).default(200),
   MAINSPRING_ENV: z.string().min(1).max(40).default('production'),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
   PASSWORD_HASH_MEMORY_KIB: z.coerce.number().int().min(1024).default(19456),
+  ALLOW_PRIVATE_URLS: z
+    .string()
+    .optional()
+    .transform((raw, ctx) => {
+      try {
+        return parseAllowPrivate(raw);
+      } catch (err) {
+        ctx.addIssue({ code: 'custom', message: `must be "true" or comma-separated CIDR ranges: ${(err as Error).message}` });
+        return z.NEVER;
+      }
+    }),
 });
 
 export interface Config {
@@ -144,9 +163,16 @@ export interface Config {
   corsOrigins: string[];
   trustProxy: boolean;
   logLevel: string;
+  /** Delays before each webhook retry (seconds); undefined = the built-in schedule of about a day. */
+  webhookRetrySchedule: number[] | undefined;
+  webhookTimeoutMs: number;
+  webhookConcurrency: number;
+  webhookPollIntervalMs: number;
   /** Free-form deployment name shown by the status endpoint. */
   environment: string;
   passwordHashMemoryKib: number;
+  /** Private address ranges outbound requests (webhooks, monitored pages) may reach; none by default. */
+  allowPrivateUrls: AllowPrivate;
 }
 
 export class ConfigError extends Error {}
@@ -208,7 +234,12 @@ export function loadConfig(env: Env = process.env): Config {
     trustProxy: e.TRUST_PROXY,
     logLevel: e.LOG_LEVEL,
     environment: e.MAINSPRING_ENV,
+    webhookRetrySchedule: e.WEBHOOK_RETRY_SCHEDULE?.split(',').map((v) => Number(v.trim())),
+    webhookTimeoutMs: e.WEBHOOK_TIMEOUT_MS,
+    webhookConcurrency: e.WEBHOOK_CONCURRENCY,
+    webhookPollIntervalMs: e.WEBHOOK_POLL_INTERVAL_MS,
     passwordHashMemoryKib: e.PASSWORD_HASH_MEMORY_KIB,
+    allowPrivateUrls: e.ALLOW_PRIVATE_URLS,
   };
 }
 

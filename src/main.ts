@@ -20,6 +20,7 @@ async function serve(): Promise<void> {
   const config = loadConfig();
   const ctx = await createContext(config);
   const app = await buildApp(ctx);
+  ctx.deliveries.start(app.log);
   const admin = await ctx.identity.ensureAdmin();
   if (admin.created) {
     if (admin.generatedPassword) {

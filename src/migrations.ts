@@ -1,7 +1,8 @@
-/** Every domain's migrations, in one list; versions are global (platform 1-99, identity 100s, audit 200s, ...). */
+/** Every domain's migrations, in one list; versions are global (platform 1-99, identity 100s, audit 200s, jobs 300s, events 400s). */
 import { auditMigrations } from './domains/audit/migrations.ts';
+import { eventsMigrations } from './domains/events/migrations.ts';
 import { identityMigrations } from './domains/identity/migrations.ts';
 import type { Migration } from './platform/db/index.ts';
 import { rateLimitMigrations } from './platform/ratelimit/migrations.ts';
 
-export const MIGRATIONS: readonly Migration[] = [...rateLimitMigrations, ...identityMigrations, ...auditMigrations];
+export const MIGRATIONS: readonly Migration[] = [...rateLimitMigrations, ...identityMigrations, ...auditMigrations, ...eventsMigrations];

@@ -3,12 +3,9 @@ import { z } from 'zod';
 import type { AppContext } from '../shared/context.ts';
 import { principalOf, requestContext } from '../shared/conventions.ts';
 import type { FaceApp } from '../shared/plugin.ts';
-import { heliosOk } from './wire.ts';
+import { heliosEnvelope, heliosOk } from './wire.ts';
 
-const meta = z.object({ request_id: z.string(), duration_ms: z.number(), timestamp: z.string() });
-function envelope<T extends z.ZodType>(data: T) {
-  return z.object({ success: z.literal(true), data, meta });
-}
+const envelope = heliosEnvelope;
 const tokenData = z.object({
   token: z.string(),
   token_type: z.literal('bearer'),

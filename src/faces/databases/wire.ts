@@ -1,4 +1,5 @@
 import type { FastifyReply, FastifyRequest } from 'fastify';
+import { z } from 'zod';
 import type { ErrorCode } from '../../platform/errors.ts';
 import { DEFAULT_STATUS, issuesToDetails, type FaceWire } from '../shared/wire.ts';
 
@@ -11,6 +12,13 @@ const CODE_NAMES: Partial<Record<ErrorCode, string>> = {
 /** HeliosDB's `meta` block: request id, time spent, and when. */
 export function heliosMeta(req: FastifyRequest, reply: FastifyReply) {
   return { request_id: req.id, duration_ms: Math.round(reply.elapsedTime), timestamp: new Date().toISOString() };
+}
+
+const metaSchema = z.object({ request_id: z.string(), duration_ms: z.number(), timestamp: z.string() });
+
+/** Response schema of the HeliosDB success envelope around `data`. */
+export function heliosEnvelope<T extends z.ZodType>(data: T) {
+  return z.object({ success: z.literal(true), data, meta: metaSchema });
 }
 
 /** HeliosDB success envelope `{success:true,data,meta}`. */

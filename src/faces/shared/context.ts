@@ -1,4 +1,6 @@
 import type { Config } from '../../config.ts';
+import type { DeliveryEngine } from '../../domains/events/delivery.ts';
+import type { WebhookService } from '../../domains/events/webhooks.ts';
 import type { IdentityService } from '../../domains/identity/service.ts';
 import type { Db } from '../../platform/db/index.ts';
 import type { Mailer } from '../../platform/mail/index.ts';
@@ -10,6 +12,9 @@ export interface AppContext {
   config: Config;
   db: Db;
   identity: IdentityService;
+  webhooks: WebhookService;
+  /** Background webhook delivery; started by `serve` (and by tests that need it). */
+  deliveries: DeliveryEngine;
   limits: RateLimits;
   metrics: Metrics;
   mailer: Mailer;

@@ -1,0 +1,21 @@
+/** Emitting an event: one INSERT in the caller's transaction, so the change and its event commit together. */
+import { newId } from '../../platform/crypto/index.ts';
+import type { Queryable } from '../../platform/db/index.ts';
+import type { EventPayloads, EventType } from './catalogue.ts';
+
+type Listener = () => void;
+const listeners = new Set<Listener>();
+
+/** Lets this process's dispatcher wake at once instead of waiting for its next poll. */
+export function onEventEmitted(listener: Listener): () => void {
+  listeners.add(listener);
+  return () => listeners.delete(listener);
+}
+
+export async function emitEvent<T extends EventType>(tx: Queryable, ownerId: string, type: T, data: EventPayloads[T]): Promise<string> {
+  const id = newId('evt');
+  await tx.query(`INSERT INTO events (id, owner_id, type, data) VALUES ($1, $2, $3, $4::jsonb)`, [id, ownerId, type, JSON.stringify(data)]);
+  // The transaction may not have committed yet; a wake-up that finds nothing costs one query.
+  queueMicrotask(() => listeners.forEach((l) => l()));
+  return id;
+}
