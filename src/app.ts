@@ -13,7 +13,7 @@ import { IdentityService } from './domains/identity/service.ts';
 import { automationAuthRoutes } from './faces/automation/auth.routes.ts';
 import { databasesAuthRoutes } from './faces/databases/auth.routes.ts';
 import { monitoringAuthRoutes } from './faces/monitoring/auth.routes.ts';
-import type { AppContext } from './faces/shared/context.ts';
+import type { AppContext, AppJobs } from './faces/shared/context.ts';
 import { genRequestId, handleFrameworkError, installConventions } from './faces/shared/conventions.ts';
 import { registerFace } from './faces/shared/plugin.ts';
 import { systemRoutes } from './faces/system/routes.ts';
@@ -26,6 +26,7 @@ import { tasksWebhookRoutes } from './faces/tasks/webhooks.routes.ts';
 import { createPasswordHasher } from './platform/crypto/index.ts';
 import { createSecretBox } from './platform/crypto/secretbox.ts';
 import { AppError } from './platform/errors.ts';
+import { Jobs, Scheduler } from './platform/jobs/index.ts';
 import { checkAddress, createHttpOut, parseIp, type AllowPrivate } from './platform/http-out/index.ts';
 import { migrate, openDb, PostgresDb, type Db } from './platform/db/index.ts';
 import { createMailer } from './platform/mail/index.ts';
@@ -64,6 +65,9 @@ export async function createContext(
   );
   const mailer = createMailer({ smtpUrl: config.smtpUrl, from: config.mailFrom, onError: opts.onMailError });
   const metrics = createMetrics();
+  const log = opts.log ?? { error: (obj: unknown, msg: string) => console.error(msg, obj) };
+  const jobs = new Jobs<AppJobs>({ db, registry: metrics.registry, logger: log });
+  const scheduler = new Scheduler({ db, registry: metrics.registry, logger: log });
   const secretBox = createSecretBox(config.secretsKey);
   const httpOut = createHttpOut({
     allowPrivate: config.allowPrivateUrls,
@@ -76,7 +80,7 @@ export async function createContext(
     secretBox,
     transport: httpOut,
     registry: metrics.registry,
-    log: opts.log ?? { error: (obj, msg) => console.error(msg, obj) },
+    log,
     options: {
       retryScheduleSeconds: config.webhookRetrySchedule ?? DEFAULT_RETRY_SCHEDULE,
       timeoutMs: config.webhookTimeoutMs,
@@ -105,11 +109,13 @@ export async function createContext(
       publicUrl: config.publicUrl,
     },
   });
-  return { config, db, identity, webhooks, deliveries, limits, metrics, mailer, version: VERSION, startedAt: new Date() };
+  return { config, db, identity, webhooks, deliveries, jobs, scheduler, limits, metrics, mailer, version: VERSION, startedAt: new Date() };
 }
 
 export async function closeContext(ctx: AppContext): Promise<void> {
   await ctx.deliveries.stop();
+  await ctx.scheduler.stop();
+  await ctx.jobs.stop();
   ctx.mailer.close();
   await ctx.limits.close();
   await ctx.db.close();

@@ -21,6 +21,8 @@ async function serve(): Promise<void> {
   const ctx = await createContext(config);
   const app = await buildApp(ctx);
   ctx.deliveries.start(app.log);
+  await ctx.jobs.start();
+  ctx.scheduler.start();
   const admin = await ctx.identity.ensureAdmin();
   if (admin.created) {
     if (admin.generatedPassword) {

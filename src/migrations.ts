@@ -3,6 +3,7 @@ import { auditMigrations } from './domains/audit/migrations.ts';
 import { eventsMigrations } from './domains/events/migrations.ts';
 import { identityMigrations } from './domains/identity/migrations.ts';
 import type { Migration } from './platform/db/index.ts';
+import { jobsMigrations } from './platform/jobs/migrations.ts';
 import { rateLimitMigrations } from './platform/ratelimit/migrations.ts';
 
-export const MIGRATIONS: readonly Migration[] = [...rateLimitMigrations, ...identityMigrations, ...auditMigrations, ...eventsMigrations];
+export const MIGRATIONS: readonly Migration[] = [...rateLimitMigrations, ...identityMigrations, ...auditMigrations, ...jobsMigrations, ...eventsMigrations];

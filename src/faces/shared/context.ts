@@ -3,9 +3,14 @@ import type { DeliveryEngine } from '../../domains/events/delivery.ts';
 import type { WebhookService } from '../../domains/events/webhooks.ts';
 import type { IdentityService } from '../../domains/identity/service.ts';
 import type { Db } from '../../platform/db/index.ts';
+import type { Jobs, Scheduler } from '../../platform/jobs/index.ts';
 import type { Mailer } from '../../platform/mail/index.ts';
 import type { Metrics } from '../../platform/metrics/index.ts';
 import type { RateLimits } from '../../platform/ratelimit/index.ts';
+
+/** Job names and their payloads, filled in as domains add background work. */
+// eslint-disable-next-line @typescript-eslint/no-empty-object-type -- no domain defines a job yet
+export interface AppJobs {}
 
 /** Everything a face needs, passed in explicitly when the server is built. */
 export interface AppContext {
@@ -15,6 +20,10 @@ export interface AppContext {
   webhooks: WebhookService;
   /** Background webhook delivery; started by `serve` (and by tests that need it). */
   deliveries: DeliveryEngine;
+  /** Background jobs (pg-boss on the same database); started by `serve`. */
+  jobs: Jobs<AppJobs>;
+  /** Due-time schedules owned by entities (monitors, agents); started by `serve`. */
+  scheduler: Scheduler;
   limits: RateLimits;
   metrics: Metrics;
   mailer: Mailer;

@@ -1,0 +1,38 @@
+export {
+  Jobs,
+  deadLetterQueueName,
+  type JobContext,
+  type JobDefinitions,
+  type JobHandler,
+  type JobName,
+  type JobsOptions,
+  type QueueDefinition,
+  type QueuePolicy,
+  type QueueSize,
+  type SendJobOptions,
+} from './jobs.ts';
+export { jobsMigrations } from './migrations.ts';
+export type { BackgroundLogger } from './observe.ts';
+export {
+  Scheduler,
+  deleteSchedule,
+  getSchedule,
+  listScheduleRuns,
+  listSchedules,
+  nextRunTimes,
+  normalizeScheduleSpec,
+  pauseSchedule,
+  resumeSchedule,
+  upcomingRunTimes,
+  upsertSchedule,
+  type FiringHandler,
+  type NamedScheduleName,
+  type NormalizedScheduleSpec,
+  type Schedule,
+  type ScheduleFiring,
+  type ScheduleRef,
+  type ScheduleSpec,
+  type ScheduleStatus,
+  type SchedulerOptions,
+  type UpsertScheduleInput,
+} from './schedules.ts';
