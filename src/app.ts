@@ -28,7 +28,7 @@ import { createSecretBox } from './platform/crypto/secretbox.ts';
 import { AppError } from './platform/errors.ts';
 import { Jobs, Scheduler } from './platform/jobs/index.ts';
 import { checkAddress, createHttpOut, parseIp, type AllowPrivate } from './platform/http-out/index.ts';
-import { migrate, openDb, PostgresDb, type Db } from './platform/db/index.ts';
+import { createInvalidationBus, migrate, openDb, PostgresDb, type Db } from './platform/db/index.ts';
 import { createMailer } from './platform/mail/index.ts';
 import { createMetrics } from './platform/metrics/index.ts';
 import { RateLimits } from './platform/ratelimit/index.ts';
@@ -89,8 +89,10 @@ export async function createContext(
       pollIntervalMs: config.webhookPollIntervalMs,
     },
   });
+  const invalidation = createInvalidationBus(db, (err) => log.error({ err }, 'invalidation listener lost its connection; reconnecting'));
   const identity = new IdentityService({
     db,
+    invalidation,
     hasher: createPasswordHasher(config.passwordHashMemoryKib),
     signer: createAccessTokenSigner({
       secret: config.jwtSecret,
@@ -107,15 +109,17 @@ export async function createContext(
       adminPassword: config.adminPassword,
       loginFailures: { points: config.loginMaxFailures, windowSeconds: config.loginFailureWindowSeconds },
       publicUrl: config.publicUrl,
+      principalCacheTtlMs: config.authCacheTtlSeconds * 1000,
     },
   });
-  return { config, db, identity, webhooks, deliveries, jobs, scheduler, limits, metrics, mailer, version: VERSION, startedAt: new Date() };
+  return { config, db, invalidation, identity, webhooks, deliveries, jobs, scheduler, limits, metrics, mailer, version: VERSION, startedAt: new Date() };
 }
 
 export async function closeContext(ctx: AppContext): Promise<void> {
   await ctx.deliveries.stop();
   await ctx.scheduler.stop();
   await ctx.jobs.stop();
+  await ctx.invalidation.close();
   ctx.mailer.close();
   await ctx.limits.close();
   await ctx.db.close();

@@ -102,6 +102,7 @@ const envSchema = z.object({
         return z.NEVER;
       }
     }),
+  AUTH_CACHE_TTL_SECONDS: z.coerce.number().min(0).max(300).default(30),
   LOGIN_MAX_FAILURES: z.coerce.number().int().min(1).default(10),
   LOGIN_FAILURE_WINDOW_SECONDS: z.coerce.number().int().min(1).default(900),
   BODY_LIMIT_BYTES: z.coerce.number().int().min(1024).default(1_048_576),
@@ -153,6 +154,8 @@ export interface Config {
   adminEmail: string;
   defaultTier: Tier;
   rateLimits: Record<FaceName, FaceLimits>;
+  /** How long a resolved token or API key may be served from memory; invalidated at once on revocation. */
+  authCacheTtlSeconds: number;
   loginMaxFailures: number;
   loginFailureWindowSeconds: number;
   bodyLimitBytes: number;
@@ -223,6 +226,7 @@ export function loadConfig(env: Env = process.env): Config {
     adminEmail: e.MAINSPRING_ADMIN_EMAIL,
     defaultTier: e.DEFAULT_TIER,
     rateLimits: mergeRateLimits(e.RATE_LIMITS),
+    authCacheTtlSeconds: e.AUTH_CACHE_TTL_SECONDS,
     loginMaxFailures: e.LOGIN_MAX_FAILURES,
     loginFailureWindowSeconds: e.LOGIN_FAILURE_WINDOW_SECONDS,
     bodyLimitBytes: e.BODY_LIMIT_BYTES,

@@ -224,6 +224,10 @@ describe('two server processes on one PostgreSQL database', () => {
     assert.equal(me.body.data.email, registered.email);
     assert.equal(me.body.data.id, registered.id);
 
+    // B has now resolved this token too (and may hold it in memory): logout on A must still end it on B.
+    const onB = await http(b, 'GET', '/auth/me', { token: tokenFromB });
+    expectStatus(onB, 200, "B's token on B before logout");
+
     const logout = await http(a, 'POST', '/api/auth/logout', { token: tokenFromB });
     expectStatus(logout, 200, 'logout on A');
     assert.equal(logout.body.data.logged_out, true);

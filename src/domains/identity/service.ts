@@ -4,7 +4,7 @@
  */
 import type { FaceName, Tier } from '../../config.ts';
 import { generatePassword, newId, newSecretToken, sha256Hex, type PasswordHasher } from '../../platform/crypto/index.ts';
-import { UNIQUE_VIOLATION, sqlState, type Db, type Queryable } from '../../platform/db/index.ts';
+import { UNIQUE_VIOLATION, sqlState, type Db, type InvalidationBus, type Queryable } from '../../platform/db/index.ts';
 import { AppError } from '../../platform/errors.ts';
 import type { Mailer } from '../../platform/mail/index.ts';
 import type { LimitPolicy, RateLimits } from '../../platform/ratelimit/index.ts';
@@ -60,6 +60,8 @@ export interface IdentityOptions {
   adminPassword: string | undefined;
   loginFailures: LimitPolicy;
   publicUrl: string | undefined;
+  /** How long a resolved credential may be served from memory (0 = never). */
+  principalCacheTtlMs: number;
 }
 
 interface UserRow {
@@ -82,6 +84,15 @@ const USERNAME_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{2,31}$/;
 const API_KEY_PREFIX = 'msk';
 const REFRESH_PREFIX = 'msr';
 const DEFAULT_KEY_NAME = 'default';
+const PRINCIPAL_CACHE_MAX = 10_000;
+
+interface CachedPrincipal {
+  principal: Principal;
+  /** Invalidation tags this entry depends on: `session:<id>`, `key:<id>`, `user:<id>`. */
+  tags: string[];
+  expiresAt: number;
+  lastUsedWrittenAt: number;
+}
 // Keeps a constant-time shape for unknown accounts: a real argon2id hash of a random password.
 let dummyHash: Promise<string> | undefined;
 
@@ -129,9 +140,27 @@ export class IdentityService {
   private readonly mailer: Mailer;
   private readonly limits: RateLimits;
   private readonly opts: IdentityOptions;
+  private readonly bus: InvalidationBus;
+  private readonly principals = new Map<string, CachedPrincipal>();
+  // Bumped by every invalidation: a lookup that raced with one is not cached.
+  private generation = 0;
 
-  constructor(deps: { db: Db; hasher: PasswordHasher; signer: AccessTokenSigner; mailer: Mailer; limits: RateLimits; options: IdentityOptions }) {
+  constructor(deps: {
+    db: Db;
+    hasher: PasswordHasher;
+    signer: AccessTokenSigner;
+    mailer: Mailer;
+    limits: RateLimits;
+    invalidation: InvalidationBus;
+    options: IdentityOptions;
+  }) {
     this.db = deps.db;
+    this.bus = deps.invalidation;
+    this.bus.subscribe((tag) => {
+      this.generation++;
+      if (tag === null) this.principals.clear();
+      else for (const [k, v] of this.principals) if (v.tags.includes(tag)) this.principals.delete(k);
+    });
     this.hasher = deps.hasher;
     this.signer = deps.signer;
     this.mailer = deps.mailer;
@@ -243,6 +272,7 @@ export class IdentityService {
     }
     return this.db.transaction(async (tx) => {
       const updated = await tx.query<UserRow>(`UPDATE users u SET last_login_at = now() WHERE id = $1 RETURNING ${USER_COLUMNS}`, [row.id]);
+      await this.bus.publish(tx, `user:${row.id}`);
       await recordAuditEvent(tx, { eventType: 'authentication', action: 'login', result: 'success', userId: row.id, context: ctx, metadata: { face } });
       const tokens = await this.openSession(tx, row.id, ctx);
       return { user: toUser(updated.rows[0]!), tokens };
@@ -271,6 +301,7 @@ export class IdentityService {
             `UPDATE auth_sessions SET revoked_at = now(), revoke_reason = 'refresh_token_reuse' WHERE id = $1 AND revoked_at IS NULL`,
             [reused.session_id],
           );
+          await this.bus.publish(tx, `session:${reused.session_id}`);
           await recordAuditEvent(tx, {
             eventType: 'authentication',
             action: 'refresh_token_reuse',
@@ -328,15 +359,25 @@ export class IdentityService {
       }
       if (!sessionId) return { revoked: false };
       const res = await tx.query(`UPDATE auth_sessions SET revoked_at = now(), revoke_reason = 'logout' WHERE id = $1 AND revoked_at IS NULL`, [sessionId]);
+      await this.bus.publish(tx, `session:${sessionId}`);
       await recordAuditEvent(tx, { eventType: 'authentication', action: 'logout', result: 'success', userId, context: ctx, metadata: { session_id: sessionId } });
       return { revoked: res.rowCount > 0 };
     });
   }
 
-  /** Resolves a bearer credential (access token or API key) to a principal, or throws AUTH_REQUIRED/AUTH_EXPIRED. */
+  /**
+   * Resolves a bearer credential (access token or API key) to a principal, or throws
+   * AUTH_REQUIRED/AUTH_EXPIRED. The signature and expiry of a token are checked on every call; the
+   * session and user behind it may come from memory for a few seconds. Logout, revocation and user
+   * changes invalidate that memory at once in every process (see InvalidationBus).
+   */
   async authenticate(credential: string): Promise<Principal> {
     if (credential.startsWith(`${API_KEY_PREFIX}_`)) return this.authenticateApiKey(credential);
     const claims = await this.signer.verify(credential);
+    const cacheKey = `s:${claims.sessionId}`;
+    const hit = this.cached(cacheKey);
+    if (hit && hit.principal.user.id === claims.userId) return hit.principal;
+    const generation = this.generation;
     const { rows } = await this.db.query<UserRow & { revoked_at: Date | null }>(
       `SELECT ${USER_COLUMNS}, s.revoked_at FROM auth_sessions s JOIN users u ON u.id = s.user_id
        WHERE s.id = $1 AND s.user_id = $2`,
@@ -345,24 +386,61 @@ export class IdentityService {
     const row = rows[0];
     if (!row || row.revoked_at) throw new AppError('AUTH_REQUIRED', 'Session has ended; log in again');
     if (!row.active) throw new AppError('AUTH_REQUIRED', 'Account is deactivated');
-    return { user: toUser(row), via: 'access_token', sessionId: claims.sessionId, apiKeyId: null };
+    const principal: Principal = { user: toUser(row), via: 'access_token', sessionId: claims.sessionId, apiKeyId: null };
+    this.remember(cacheKey, principal, [`session:${claims.sessionId}`, `user:${row.id}`], generation, Date.now());
+    return principal;
   }
 
   private async authenticateApiKey(key: string): Promise<Principal> {
+    const hash = sha256Hex(key);
+    const cacheKey = `k:${hash}`;
+    const hit = this.cached(cacheKey);
+    if (hit) {
+      // Writing on every request would turn reads into writes; a minute's precision is enough.
+      if (Date.now() - hit.lastUsedWrittenAt > 60_000) {
+        hit.lastUsedWrittenAt = Date.now();
+        await this.db.query(`UPDATE api_keys SET last_used_at = now() WHERE id = $1`, [hit.principal.apiKeyId]);
+      }
+      return hit.principal;
+    }
+    const generation = this.generation;
     const { rows } = await this.db.query<UserRow & { key_id: string; last_used_at_key: Date | null }>(
       `SELECT ${USER_COLUMNS}, k.id AS key_id, k.last_used_at AS last_used_at_key
        FROM api_keys k JOIN users u ON u.id = k.user_id
        WHERE k.key_hash = $1 AND k.revoked_at IS NULL`,
-      [sha256Hex(key)],
+      [hash],
     );
     const row = rows[0];
     if (!row) throw new AppError('AUTH_REQUIRED', 'Invalid API key');
     if (!row.active) throw new AppError('AUTH_REQUIRED', 'Account is deactivated');
-    // Writing on every request would turn reads into writes; a minute's precision is enough.
-    if (!row.last_used_at_key || Date.now() - row.last_used_at_key.getTime() > 60_000) {
+    let lastWritten = row.last_used_at_key?.getTime() ?? 0;
+    if (Date.now() - lastWritten > 60_000) {
       await this.db.query(`UPDATE api_keys SET last_used_at = now() WHERE id = $1`, [row.key_id]);
+      lastWritten = Date.now();
     }
-    return { user: toUser(row), via: 'api_key', sessionId: null, apiKeyId: row.key_id };
+    const principal: Principal = { user: toUser(row), via: 'api_key', sessionId: null, apiKeyId: row.key_id };
+    this.remember(cacheKey, principal, [`key:${row.key_id}`, `user:${row.id}`], generation, lastWritten);
+    return principal;
+  }
+
+  private cached(cacheKey: string): CachedPrincipal | undefined {
+    if (!this.bus.reliable) return undefined;
+    const entry = this.principals.get(cacheKey);
+    if (!entry) return undefined;
+    if (entry.expiresAt <= Date.now()) {
+      this.principals.delete(cacheKey);
+      return undefined;
+    }
+    return entry;
+  }
+
+  private remember(cacheKey: string, principal: Principal, tags: string[], generation: number, lastUsedWrittenAt: number): void {
+    if (this.opts.principalCacheTtlMs <= 0 || generation !== this.generation || !this.bus.reliable) return;
+    if (this.principals.size >= PRINCIPAL_CACHE_MAX) {
+      const oldest = this.principals.keys().next().value;
+      if (oldest !== undefined) this.principals.delete(oldest);
+    }
+    this.principals.set(cacheKey, { principal, tags, expiresAt: Date.now() + this.opts.principalCacheTtlMs, lastUsedWrittenAt });
   }
 
   /** Creates an API key; the plain key is returned here once and only its hash is kept. */
@@ -380,6 +458,7 @@ export class IdentityService {
         [userId, DEFAULT_KEY_NAME],
       );
       for (const r of revoked.rows) {
+        await this.bus.publish(tx, `key:${r.id}`);
         await recordAuditEvent(tx, { eventType: 'authentication', action: 'api_key_revoked', result: 'success', userId, context: ctx, metadata: { key_id: r.id, reason: 'regenerated' } });
       }
       return this.insertApiKey(tx, userId, DEFAULT_KEY_NAME, ctx);
@@ -410,6 +489,7 @@ export class IdentityService {
     await this.db.transaction(async (tx) => {
       const res = await tx.query(`UPDATE api_keys SET revoked_at = now() WHERE id = $1 AND user_id = $2 AND revoked_at IS NULL`, [keyId, userId]);
       if (res.rowCount === 0) throw new AppError('NOT_FOUND', 'API key not found');
+      await this.bus.publish(tx, `key:${keyId}`);
       await recordAuditEvent(tx, { eventType: 'authentication', action: 'api_key_revoked', result: 'success', userId, context: ctx, metadata: { key_id: keyId } });
     });
   }
@@ -424,6 +504,7 @@ export class IdentityService {
       const userId = r.rows[0]?.user_id;
       if (!userId) throw new AppError('VALIDATION_ERROR', 'Invalid or expired verification token', { details: { field: 'token' } });
       const u = await tx.query<UserRow>(`UPDATE users u SET verified = true, updated_at = now() WHERE id = $1 RETURNING ${USER_COLUMNS}`, [userId]);
+      await this.bus.publish(tx, `user:${userId}`);
       await recordAuditEvent(tx, { eventType: 'config_change', action: 'email_verified', result: 'success', userId, context: ctx });
       return toUser(u.rows[0]!);
     });

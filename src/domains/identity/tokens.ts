@@ -1,3 +1,4 @@
+import { createSecretKey } from 'node:crypto';
 import { SignJWT, errors as joseErrors, jwtVerify } from 'jose';
 import { AppError } from '../../platform/errors.ts';
 
@@ -14,7 +15,8 @@ export interface AccessTokenSigner {
 
 /** HS256 JWTs with an explicit algorithm allow-list: `alg: none` and every other algorithm are refused. */
 export function createAccessTokenSigner(opts: { secret: string; issuer: string; audience: string; ttlSeconds: number }): AccessTokenSigner {
-  const key = new TextEncoder().encode(opts.secret);
+  // A KeyObject made once: handing jose raw bytes makes it import the key again on every verify.
+  const key = createSecretKey(Buffer.from(opts.secret, 'utf8'));
   return {
     async sign(claims) {
       const nowSec = Math.floor(Date.now() / 1000);

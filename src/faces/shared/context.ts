@@ -2,7 +2,7 @@ import type { Config } from '../../config.ts';
 import type { DeliveryEngine } from '../../domains/events/delivery.ts';
 import type { WebhookService } from '../../domains/events/webhooks.ts';
 import type { IdentityService } from '../../domains/identity/service.ts';
-import type { Db } from '../../platform/db/index.ts';
+import type { Db, InvalidationBus } from '../../platform/db/index.ts';
 import type { Jobs, Scheduler } from '../../platform/jobs/index.ts';
 import type { Mailer } from '../../platform/mail/index.ts';
 import type { Metrics } from '../../platform/metrics/index.ts';
@@ -16,6 +16,8 @@ export interface AppJobs {}
 export interface AppContext {
   config: Config;
   db: Db;
+  /** Cross-process cache invalidation (NOTIFY on PostgreSQL). */
+  invalidation: InvalidationBus;
   identity: IdentityService;
   webhooks: WebhookService;
   /** Background webhook delivery; started by `serve` (and by tests that need it). */

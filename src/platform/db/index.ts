@@ -5,6 +5,7 @@ import { PostgresDb } from './postgres.ts';
 
 export type { Db, Queryable, QueryResult, Row } from './db.ts';
 export { queryOne } from './db.ts';
+export { createInvalidationBus, type InvalidationBus } from './invalidation.ts';
 export { migrate, type Migration } from './migrate.ts';
 export { PgliteDb } from './pglite.ts';
 export { PostgresDb } from './postgres.ts';

@@ -5,8 +5,10 @@ import type { Db, QueryResult, Queryable } from './db.ts';
 export class PostgresDb implements Db {
   readonly engine = 'postgres' as const;
   readonly pool: pg.Pool;
+  readonly connectionString: string;
 
   constructor(connectionString: string, opts: { max?: number; applicationName?: string } = {}) {
+    this.connectionString = connectionString;
     this.pool = new pg.Pool({
       connectionString,
       max: opts.max ?? 20,

@@ -39,9 +39,14 @@ export interface RateLimitStoreOptions {
 
 export const RATE_LIMIT_TABLE = 'rate_limits';
 
+interface PendingBatch {
+  waiters: { resolve: (d: RateDecision) => void; reject: (err: unknown) => void }[];
+}
+
 export class RateLimits {
   readonly kind: StoreKind;
   private readonly limiters = new Map<string, RateLimiterAbstract>();
+  private readonly batches = new Map<string, PendingBatch>();
   private readonly pool: pg.Pool | undefined;
   private readonly redis: Redis | undefined;
 
@@ -78,17 +83,49 @@ export class RateLimits {
     return limiter;
   }
 
-  /** Counts one request of `subject` in `bucket` and says whether it is allowed. */
-  async consume(bucket: string, subject: string, policy: LimitPolicy, points = 1): Promise<RateDecision> {
-    if (policy.points === null) return unlimited(policy);
-    const limiter = this.limiter(bucket, { points: policy.points, windowSeconds: policy.windowSeconds });
-    try {
-      const res = await limiter.consume(storeKey(subject), points);
-      return decision(true, policy.points, res);
-    } catch (err) {
-      if (err instanceof RateLimiterRes) return decision(false, policy.points, err);
-      throw err;
+  /**
+   * Counts one request of `subject` in `bucket` and says whether it is allowed. With a shared store,
+   * requests of one subject that arrive in the same event-loop turn are counted with ONE write of N
+   * points, and each gets its exact place in the window: the same answers as N writes, without N
+   * transactions queuing on the same row.
+   */
+  consume(bucket: string, subject: string, policy: LimitPolicy): Promise<RateDecision> {
+    if (policy.points === null) return Promise.resolve(unlimited(policy));
+    if (this.kind === 'memory') return this.consumeNow(bucket, subject, policy.points, policy.windowSeconds, 1).then((r) => r[0]!);
+    const id = `${bucket}|${policy.points}|${policy.windowSeconds}|${subject}`;
+    let batch = this.batches.get(id);
+    if (!batch) {
+      const created: PendingBatch = { waiters: [] };
+      this.batches.set(id, created);
+      const points = policy.points;
+      setImmediate(() => {
+        this.batches.delete(id);
+        this.consumeNow(bucket, subject, points, policy.windowSeconds, created.waiters.length).then(
+          (decisions) => created.waiters.forEach((w, i) => w.resolve(decisions[i]!)),
+          (err: unknown) => created.waiters.forEach((w) => w.reject(err)),
+        );
+      });
+      batch = created;
     }
+    const waiters = batch.waiters;
+    return new Promise<RateDecision>((resolve, reject) => waiters.push({ resolve, reject }));
+  }
+
+  /** One store write of `n` points; the decision of each of the `n` requests in arrival order. */
+  private async consumeNow(bucket: string, subject: string, points: number, windowSeconds: number, n: number): Promise<RateDecision[]> {
+    const limiter = this.limiter(bucket, { points, windowSeconds });
+    let res: RateLimiterRes;
+    try {
+      res = await limiter.consume(storeKey(subject), n);
+    } catch (err) {
+      if (!(err instanceof RateLimiterRes)) throw err;
+      res = err;
+    }
+    const before = res.consumedPoints - n;
+    return Array.from({ length: n }, (_, i) => {
+      const position = before + i + 1;
+      return decision(position <= points, points, res, position);
+    });
   }
 
   /** Reads the current count without changing it. */
@@ -125,12 +162,12 @@ function unlimited(policy: LimitPolicy): RateDecision {
   return { allowed: true, limit: null, remaining: 0, resetAtMs: Date.now() + policy.windowSeconds * 1000, retryAfterSeconds: 0 };
 }
 
-function decision(allowed: boolean, points: number, res: RateLimiterRes): RateDecision {
+function decision(allowed: boolean, points: number, res: RateLimiterRes, consumed = res.consumedPoints): RateDecision {
   const ms = res.msBeforeNext > 0 ? res.msBeforeNext : 0;
   return {
     allowed,
     limit: points,
-    remaining: Math.max(points - res.consumedPoints, 0),
+    remaining: Math.max(points - consumed, 0),
     resetAtMs: Date.now() + ms,
     retryAfterSeconds: Math.max(1, Math.ceil(ms / 1000)),
   };

@@ -11,4 +11,10 @@ export const rateLimitMigrations: Migration[] = [
       expire bigint
     )`,
   },
+  {
+    version: 11,
+    name: 'rate_limits_unlogged',
+    // Counters are worth less than the WAL flush each write would wait for; after a crash they restart from zero.
+    sql: `ALTER TABLE rate_limits SET UNLOGGED`,
+  },
 ];
