@@ -10,6 +10,7 @@
  *   BENCH_CPU_PROF=<dir>               start every server child with --cpu-prof into <dir>
  *                                      (summarise with `node bench/profile-top.ts <file>`)
  *   BENCH_HEALTH=0                     skip the GET /health runs
+ *   BENCH_AUTH_CACHE_TTL=0             no in-memory credential cache: every request reads the database
  *
  * Goals: PGlite GET /api/v1/users/me >= 2,000 req/s; PostgreSQL GET /api/v1/users/me >= 85% of the
  * baseline's req/s. The exit code is 0 whether goals pass or fail; it is 1 only when the benchmark
@@ -350,7 +351,10 @@ async function main(): Promise<void> {
   const dataDir = mkdtempSync(join(tmpdir(), 'ms-bench-'));
   tempDirs.push(dataDir);
   const adminPassword = randomBytes(18).toString('base64url');
-  const mainEnv = { LOG_LEVEL: 'warn', RATE_LIMITS, MAINSPRING_ADMIN_PASSWORD: adminPassword };
+  // BENCH_AUTH_CACHE_TTL=0 makes every authenticated request read its session and user from the database.
+  const authCacheTtl = process.env.BENCH_AUTH_CACHE_TTL ?? '30';
+  console.log(`AUTH_CACHE_TTL_SECONDS=${authCacheTtl}${authCacheTtl === '0' ? ' (session and user read from the database on every request)' : ''}\n`);
+  const mainEnv = { LOG_LEVEL: 'warn', RATE_LIMITS, MAINSPRING_ADMIN_PASSWORD: adminPassword, AUTH_CACHE_TTL_SECONDS: authCacheTtl };
   console.log('PGlite');
   let server = await startServer('mainspring-pglite', ['src/main.ts', 'serve'], { ...mainEnv, DATA_DIR: dataDir });
   let user = await registerAndLogin(server.baseUrl);
