@@ -17,11 +17,14 @@ import type { AppContext, AppJobs } from './faces/shared/context.ts';
 import { genRequestId, handleFrameworkError, installConventions } from './faces/shared/conventions.ts';
 import { registerFace } from './faces/shared/plugin.ts';
 import { systemRoutes } from './faces/system/routes.ts';
+import { tasksAuroraRoutes } from './faces/tasks/aurora.routes.ts';
 import { tasksAuthRoutes } from './faces/tasks/auth.routes.ts';
 import { MIGRATIONS } from './migrations.ts';
 import { DEFAULT_RETRY_SCHEDULE, DeliveryEngine } from './domains/events/delivery.ts';
 import { WebhookService } from './domains/events/webhooks.ts';
+import { TaskService } from './domains/tasks/service.ts';
 import { databasesWebhookRoutes } from './faces/databases/webhooks.routes.ts';
+import { tasksRoutes } from './faces/tasks/tasks.routes.ts';
 import { tasksWebhookRoutes } from './faces/tasks/webhooks.routes.ts';
 import { createPasswordHasher } from './platform/crypto/index.ts';
 import { createSecretBox } from './platform/crypto/secretbox.ts';
@@ -90,6 +93,12 @@ export async function createContext(
     },
   });
   const invalidation = createInvalidationBus(db, (err) => log.error({ err }, 'invalidation listener lost its connection; reconnecting'));
+  const tasks = new TaskService({
+    db,
+    invalidation,
+    log,
+    options: { workerTimeoutSeconds: config.workerTimeoutSeconds, reapIntervalMs: Math.min(5000, config.workerTimeoutSeconds * 250) },
+  });
   const identity = new IdentityService({
     db,
     invalidation,
@@ -112,10 +121,11 @@ export async function createContext(
       principalCacheTtlMs: config.authCacheTtlSeconds * 1000,
     },
   });
-  return { config, db, invalidation, identity, webhooks, deliveries, jobs, scheduler, limits, metrics, mailer, version: VERSION, startedAt: new Date() };
+  return { config, db, invalidation, identity, tasks, webhooks, deliveries, jobs, scheduler, limits, metrics, mailer, version: VERSION, startedAt: new Date() };
 }
 
 export async function closeContext(ctx: AppContext): Promise<void> {
+  ctx.tasks.stop();
   await ctx.deliveries.stop();
   await ctx.scheduler.stop();
   await ctx.jobs.stop();
@@ -163,6 +173,8 @@ export async function buildApp(ctx: AppContext, opts: { logger?: boolean } = {})
   registerFace(app, ctx, 'monitoring', systemRoutes);
   registerFace(app, ctx, 'tasks', tasksAuthRoutes);
   registerFace(app, ctx, 'tasks', tasksWebhookRoutes);
+  registerFace(app, ctx, 'tasks', tasksAuroraRoutes);
+  registerFace(app, ctx, 'tasks', tasksRoutes);
   registerFace(app, ctx, 'databases', databasesWebhookRoutes);
   registerFace(app, ctx, 'monitoring', monitoringAuthRoutes);
   registerFace(app, ctx, 'databases', databasesAuthRoutes);

@@ -12,6 +12,8 @@ export const TIERS = ['free', 'developer', 'pro', 'team', 'enterprise'] as const
 export type Tier = (typeof TIERS)[number];
 export const FACES = ['tasks', 'monitoring', 'databases', 'automation'] as const;
 export type FaceName = (typeof FACES)[number];
+export const SECURITY_LEVELS = ['standard', 'enhanced', 'strict'] as const;
+export type SecurityLevel = (typeof SECURITY_LEVELS)[number];
 
 /** A rate-limit policy: `points` requests per `windowSeconds`; null points = unlimited. */
 export interface LimitPolicy {
@@ -119,7 +121,9 @@ const envSchema = z.object({
   WEBHOOK_TIMEOUT_MS: z.coerce.number().int().min(100).max(120_000).default(15_000),
   WEBHOOK_CONCURRENCY: z.coerce.number().int().min(1).max(1000).default(128),
   WEBHOOK_POLL_INTERVAL_MS: z.coerce.number().int().min(10).max(60_000).default(200),
+  WORKER_TIMEOUT: z.coerce.number().int().min(2).max(3600).default(30),
   MAINSPRING_ENV: z.string().min(1).max(40).default('production'),
+  SECURITY_LEVEL: z.enum(SECURITY_LEVELS).default('standard'),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
   PASSWORD_HASH_MEMORY_KIB: z.coerce.number().int().min(1024).default(19456),
   ALLOW_PRIVATE_URLS: z
@@ -171,9 +175,13 @@ export interface Config {
   webhookTimeoutMs: number;
   webhookConcurrency: number;
   webhookPollIntervalMs: number;
+  /** Seconds of silence after which a worker is offline and its task returns to the queue. */
+  workerTimeoutSeconds: number;
   /** Free-form deployment name shown by the status endpoint. */
   environment: string;
   passwordHashMemoryKib: number;
+  /** Security level the operator declares for this deployment, reported by HelixCode's security metrics. */
+  securityLevel: SecurityLevel;
   /** Private address ranges outbound requests (webhooks, monitored pages) may reach; none by default. */
   allowPrivateUrls: AllowPrivate;
 }
@@ -238,11 +246,13 @@ export function loadConfig(env: Env = process.env): Config {
     trustProxy: e.TRUST_PROXY,
     logLevel: e.LOG_LEVEL,
     environment: e.MAINSPRING_ENV,
+    workerTimeoutSeconds: e.WORKER_TIMEOUT,
     webhookRetrySchedule: e.WEBHOOK_RETRY_SCHEDULE?.split(',').map((v) => Number(v.trim())),
     webhookTimeoutMs: e.WEBHOOK_TIMEOUT_MS,
     webhookConcurrency: e.WEBHOOK_CONCURRENCY,
     webhookPollIntervalMs: e.WEBHOOK_POLL_INTERVAL_MS,
     passwordHashMemoryKib: e.PASSWORD_HASH_MEMORY_KIB,
+    securityLevel: e.SECURITY_LEVEL,
     allowPrivateUrls: e.ALLOW_PRIVATE_URLS,
   };
 }

@@ -23,6 +23,7 @@ async function serve(): Promise<void> {
   ctx.deliveries.start(app.log);
   await ctx.jobs.start();
   ctx.scheduler.start();
+  ctx.tasks.start();
   const admin = await ctx.identity.ensureAdmin();
   if (admin.created) {
     if (admin.generatedPassword) {

@@ -2,6 +2,7 @@ import type { Config } from '../../config.ts';
 import type { DeliveryEngine } from '../../domains/events/delivery.ts';
 import type { WebhookService } from '../../domains/events/webhooks.ts';
 import type { IdentityService } from '../../domains/identity/service.ts';
+import type { TaskService } from '../../domains/tasks/service.ts';
 import type { Db, InvalidationBus } from '../../platform/db/index.ts';
 import type { Jobs, Scheduler } from '../../platform/jobs/index.ts';
 import type { Mailer } from '../../platform/mail/index.ts';
@@ -19,6 +20,8 @@ export interface AppContext {
   /** Cross-process cache invalidation (NOTIFY on PostgreSQL). */
   invalidation: InvalidationBus;
   identity: IdentityService;
+  /** The task queue; its lease reaper is started by `serve`. */
+  tasks: TaskService;
   webhooks: WebhookService;
   /** Background webhook delivery; started by `serve` (and by tests that need it). */
   deliveries: DeliveryEngine;

@@ -210,6 +210,7 @@ export function normalizeError(err: unknown): { err: AppError; issues?: FieldIss
       path: String(v.instancePath).split('/').filter(Boolean).map((p: string) => (/^\d+$/.test(p) ? Number(p) : p)),
       message: v.message ?? 'Invalid value',
       type: v.message === FIELD_REQUIRED ? 'missing' : v.keyword,
+      ...(Array.isArray(v.params?.values) ? { allowedValues: v.params.values as unknown[] } : {}),
     }));
     const first = issues[0];
     const where = first && first.path.length ? `${first.path.join('.')}: ` : '';

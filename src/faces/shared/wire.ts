@@ -29,6 +29,8 @@ export interface FieldIssue {
   path: (string | number)[];
   message: string;
   type: string;
+  /** For a value outside an enumeration: the values that are accepted. */
+  allowedValues?: readonly unknown[];
 }
 
 export interface FaceWire {
@@ -53,6 +55,7 @@ export function issuesToDetails(issues: FieldIssue[] | undefined): Record<string
   const first = issues[0]!;
   return {
     field: first.path.join('.') || first.location,
+    ...(first.allowedValues ? { allowed_values: first.allowedValues } : {}),
     issues: issues.map((i) => ({ field: i.path.join('.') || i.location, message: i.message })),
   };
 }

@@ -1,0 +1,481 @@
+/**
+ * The task queue served to remote workers: tasks owned by users, workers that claim them on
+ * heartbeat with FOR UPDATE SKIP LOCKED (no task ever goes to two workers), leases that return a
+ * silent worker's task to the queue, and events for every change, written in the same transaction.
+ */
+import { newId } from '../../platform/crypto/index.ts';
+import type { Db, InvalidationBus, Queryable } from '../../platform/db/index.ts';
+import { AppError } from '../../platform/errors.ts';
+import { emitEvent } from '../events/outbox.ts';
+
+export const TASK_TYPES = ['planning', 'building', 'testing', 'refactoring', 'debugging', 'design', 'diagram', 'deployment', 'porting'] as const;
+export const TASK_PRIORITIES = ['low', 'normal', 'high', 'critical'] as const;
+export const TASK_STATUSES = ['pending', 'running', 'completed', 'failed', 'cancelled'] as const;
+export type TaskType = (typeof TASK_TYPES)[number];
+export type TaskPriority = (typeof TASK_PRIORITIES)[number];
+export type TaskStatus = (typeof TASK_STATUSES)[number];
+
+const PRIORITY_RANK: Record<TaskPriority, number> = { low: 1, normal: 2, high: 3, critical: 4 };
+const TERMINAL: readonly TaskStatus[] = ['completed', 'failed', 'cancelled'];
+/** Published when a task becomes claimable, so long-polling heartbeats wake at once. */
+export const TASKS_PENDING_TAG = 'tasks:pending';
+
+export interface Task {
+  id: string;
+  ownerId: string;
+  title: string;
+  description: string | null;
+  type: TaskType;
+  priority: TaskPriority;
+  status: TaskStatus;
+  projectId: string | null;
+  payload: unknown;
+  requiredCapabilities: string[];
+  dependsOn: string[];
+  maxRetries: number;
+  retryCount: number;
+  timeoutSeconds: number | null;
+  assignedWorker: string | null;
+  progress: number;
+  result: unknown;
+  error: string | null;
+  createdAt: Date;
+  updatedAt: Date;
+  startedAt: Date | null;
+  completedAt: Date | null;
+}
+
+export interface Worker {
+  id: string;
+  ownerId: string;
+  shared: boolean;
+  hostname: string;
+  capabilities: string[];
+  resources: Record<string, unknown>;
+  status: 'idle' | 'busy' | 'offline';
+  currentTask: string | null;
+  tasksCompleted: number;
+  registeredAt: Date;
+  lastHeartbeat: Date;
+}
+
+/** The caller, as the task domain needs it. */
+export interface Actor {
+  userId: string;
+  admin: boolean;
+}
+
+export interface CreateTaskInput {
+  title: string;
+  description?: string;
+  type?: TaskType;
+  priority?: TaskPriority;
+  projectId?: string;
+  payload?: unknown;
+  requiredCapabilities?: string[];
+  maxRetries?: number;
+  timeoutSeconds?: number;
+  dependsOn?: string[];
+}
+
+export interface TaskFilter {
+  status?: TaskStatus;
+  priority?: TaskPriority;
+  type?: TaskType;
+  projectId?: string;
+  limit: number;
+  offset: number;
+}
+
+export interface TaskUpdate {
+  status?: TaskStatus;
+  progress?: number;
+  result?: unknown;
+  error?: string;
+  /** When a worker reports, it must be the one holding the task. */
+  workerId?: string;
+}
+
+interface TaskRow {
+  id: string;
+  owner_id: string;
+  title: string;
+  description: string | null;
+  type: TaskType;
+  priority: TaskPriority;
+  status: TaskStatus;
+  project_id: string | null;
+  payload: unknown;
+  required_capabilities: string[];
+  depends_on: string[];
+  max_retries: number;
+  retry_count: number;
+  timeout_seconds: number | null;
+  assigned_worker: string | null;
+  progress: number;
+  result: unknown;
+  error: string | null;
+  created_at: Date;
+  updated_at: Date;
+  started_at: Date | null;
+  completed_at: Date | null;
+}
+
+function toTask(r: TaskRow): Task {
+  return {
+    id: r.id,
+    ownerId: r.owner_id,
+    title: r.title,
+    description: r.description,
+    type: r.type,
+    priority: r.priority,
+    status: r.status,
+    projectId: r.project_id,
+    payload: r.payload,
+    requiredCapabilities: r.required_capabilities,
+    dependsOn: r.depends_on,
+    maxRetries: r.max_retries,
+    retryCount: r.retry_count,
+    timeoutSeconds: r.timeout_seconds,
+    assignedWorker: r.assigned_worker,
+    progress: r.progress,
+    result: r.result,
+    error: r.error,
+    createdAt: r.created_at,
+    updatedAt: r.updated_at,
+    startedAt: r.started_at,
+    completedAt: r.completed_at,
+  };
+}
+
+interface WorkerRow {
+  id: string;
+  owner_id: string;
+  shared: boolean;
+  hostname: string;
+  capabilities: string[];
+  resources: Record<string, unknown>;
+  status: Worker['status'];
+  current_task: string | null;
+  tasks_completed: number;
+  registered_at: Date;
+  last_heartbeat: Date;
+}
+
+function toWorker(r: WorkerRow): Worker {
+  return {
+    id: r.id,
+    ownerId: r.owner_id,
+    shared: r.shared,
+    hostname: r.hostname,
+    capabilities: r.capabilities,
+    resources: r.resources,
+    status: r.status,
+    currentTask: r.current_task,
+    tasksCompleted: r.tasks_completed,
+    registeredAt: r.registered_at,
+    lastHeartbeat: r.last_heartbeat,
+  };
+}
+
+/** Which status changes a report may make (the same status again is accepted and changes nothing). */
+const TRANSITIONS: Record<TaskStatus, readonly TaskStatus[]> = {
+  pending: ['running', 'cancelled'],
+  running: ['completed', 'failed', 'cancelled', 'pending'],
+  completed: [],
+  failed: ['pending'],
+  cancelled: [],
+};
+
+export interface TaskOptions {
+  /** A worker silent this long goes offline and its task returns to the queue. */
+  workerTimeoutSeconds: number;
+  reapIntervalMs: number;
+}
+
+export class TaskService {
+  private readonly db: Db;
+  private readonly bus: InvalidationBus;
+  private readonly opts: TaskOptions;
+  private readonly waiters = new Set<() => void>();
+  private reaper: NodeJS.Timeout | null = null;
+  private readonly log: { error(obj: unknown, msg: string): void };
+
+  constructor(deps: { db: Db; invalidation: InvalidationBus; options: TaskOptions; log: { error(obj: unknown, msg: string): void } }) {
+    this.db = deps.db;
+    this.bus = deps.invalidation;
+    this.opts = deps.options;
+    this.log = deps.log;
+    this.bus.subscribe((tag) => {
+      if (tag === TASKS_PENDING_TAG || tag === null) for (const w of [...this.waiters]) w();
+    });
+  }
+
+  /** Creates a pending task for its owner; dependencies must be the owner's tasks. */
+  async create(actor: Actor, input: CreateTaskInput): Promise<Task> {
+    const dependsOn = [...new Set(input.dependsOn ?? [])];
+    return this.db.transaction(async (tx) => {
+      if (dependsOn.length) {
+        const found = await tx.query<{ id: string }>(`SELECT id FROM tasks WHERE id = ANY($1::text[]) AND owner_id = $2`, [dependsOn, actor.userId]);
+        const missing = dependsOn.filter((d) => !found.rows.some((r) => r.id === d));
+        if (missing.length) throw new AppError('VALIDATION_ERROR', `Unknown task in depends_on: ${missing.join(', ')}`, { details: { field: 'depends_on', invalid: missing } });
+      }
+      const priority = input.priority ?? 'normal';
+      const { rows } = await tx.query<TaskRow>(
+        `INSERT INTO tasks (id, owner_id, title, description, type, priority, priority_rank, project_id, payload, required_capabilities, depends_on, max_retries, timeout_seconds)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9::jsonb, $10, $11, $12, $13) RETURNING *`,
+        [
+          newId('task'),
+          actor.userId,
+          input.title.trim(),
+          input.description ?? null,
+          input.type ?? 'planning',
+          priority,
+          PRIORITY_RANK[priority],
+          input.projectId ?? null,
+          input.payload === undefined ? null : JSON.stringify(input.payload),
+          [...new Set(input.requiredCapabilities ?? [])],
+          dependsOn,
+          input.maxRetries ?? 3,
+          input.timeoutSeconds ?? null,
+        ],
+      );
+      const task = toTask(rows[0]!);
+      await emitEvent(tx, task.ownerId, 'task.created', { task_id: task.id, title: task.title, priority: task.priority });
+      await this.bus.publish(tx, TASKS_PENDING_TAG);
+      return task;
+    });
+  }
+
+  async get(actor: Actor, id: string, q: Queryable = this.db): Promise<Task> {
+    const { rows } = await q.query<TaskRow>(`SELECT * FROM tasks WHERE id = $1 AND ($2::boolean OR owner_id = $3)`, [id, actor.admin, actor.userId]);
+    if (!rows[0]) throw new AppError('NOT_FOUND', 'Task not found');
+    return toTask(rows[0]);
+  }
+
+  async list(actor: Actor, f: TaskFilter): Promise<{ tasks: Task[]; total: number }> {
+    const params = [actor.admin, actor.userId, f.status ?? null, f.priority ?? null, f.type ?? null, f.projectId ?? null];
+    const where = `($1::boolean OR owner_id = $2) AND ($3::text IS NULL OR status = $3) AND ($4::text IS NULL OR priority = $4)
+                   AND ($5::text IS NULL OR type = $5) AND ($6::text IS NULL OR project_id = $6)`;
+    const { rows } = await this.db.query<TaskRow>(`SELECT * FROM tasks WHERE ${where} ORDER BY created_at DESC, id LIMIT $7 OFFSET $8`, [...params, f.limit, f.offset]);
+    const count = await this.db.query<{ n: number }>(`SELECT count(*)::int AS n FROM tasks WHERE ${where}`, params);
+    return { tasks: rows.map(toTask), total: count.rows[0]?.n ?? 0 };
+  }
+
+  /**
+   * Applies a status/progress/result report. Only valid transitions; a report naming a worker must
+   * come from the worker holding the task; reporting a terminal status again is a no-op.
+   */
+  async update(actor: Actor, id: string, u: TaskUpdate): Promise<Task> {
+    const changed = await this.db.transaction(async (tx) => {
+      const { rows } = await tx.query<TaskRow>(`SELECT * FROM tasks WHERE id = $1 AND ($2::boolean OR owner_id = $3) FOR UPDATE`, [id, actor.admin, actor.userId]);
+      const row = rows[0];
+      if (!row) throw new AppError('NOT_FOUND', 'Task not found');
+      if (u.workerId !== undefined && row.assigned_worker !== u.workerId) {
+        throw new AppError('CONFLICT', `Task is not held by worker ${u.workerId}`, { details: { assigned_worker: row.assigned_worker } });
+      }
+      const next = u.status ?? row.status;
+      if (next === row.status && TERMINAL.includes(next)) return { task: toTask(row), event: null };
+      if (next !== row.status && !TRANSITIONS[row.status].includes(next)) {
+        throw new AppError('CONFLICT', `Task cannot go from ${row.status} to ${next}`, { details: { status: row.status, allowed: TRANSITIONS[row.status] } });
+      }
+      if (u.progress !== undefined && next !== 'running' && next !== 'completed') {
+        throw new AppError('CONFLICT', `Progress can only be reported on a running task (it is ${next})`);
+      }
+      const done = TERMINAL.includes(next);
+      const requeued = next === 'pending';
+      const res = await tx.query<TaskRow>(
+        `UPDATE tasks SET
+           status = $2,
+           progress = COALESCE($3, CASE WHEN $2 = 'completed' THEN 100 ELSE progress END),
+           result = COALESCE($4::jsonb, result),
+           error = COALESCE($5, error),
+           started_at = CASE WHEN $2 = 'running' THEN COALESCE(started_at, clock_timestamp()) ELSE started_at END,
+           completed_at = CASE WHEN $6 THEN clock_timestamp() ELSE NULL END,
+           assigned_worker = CASE WHEN $7 THEN NULL ELSE assigned_worker END,
+           lease_expires_at = CASE WHEN $6 OR $7 THEN NULL ELSE lease_expires_at END,
+           updated_at = clock_timestamp()
+         WHERE id = $1 RETURNING *`,
+        [id, next, u.progress ?? null, u.result === undefined ? null : JSON.stringify(u.result), u.error ?? null, done, requeued],
+      );
+      const task = toTask(res.rows[0]!);
+      if (done && row.assigned_worker) await this.releaseWorker(tx, row.assigned_worker, next === 'completed');
+      if (requeued) await this.bus.publish(tx, TASKS_PENDING_TAG);
+      if (next !== row.status) await this.emitStatus(tx, task);
+      return { task, event: next };
+    });
+    return changed.task;
+  }
+
+  /** Deletes a task; a pending or running one is cancelled first (its worker is freed). */
+  async delete(actor: Actor, id: string): Promise<void> {
+    await this.db.transaction(async (tx) => {
+      const { rows } = await tx.query<TaskRow>(`DELETE FROM tasks WHERE id = $1 AND ($2::boolean OR owner_id = $3) RETURNING *`, [id, actor.admin, actor.userId]);
+      const row = rows[0];
+      if (!row) throw new AppError('NOT_FOUND', 'Task not found');
+      if (row.assigned_worker && row.status === 'running') await this.releaseWorker(tx, row.assigned_worker, false);
+      if (row.status === 'pending' || row.status === 'running') await emitEvent(tx, row.owner_id, 'task.cancelled', { task_id: row.id });
+    });
+  }
+
+  /** Registers (or re-registers, by hostname) a worker for the caller. */
+  async registerWorker(actor: Actor, input: { hostname: string; capabilities: string[]; resources: Record<string, unknown> }): Promise<Worker> {
+    return this.db.transaction(async (tx) => {
+      const { rows } = await tx.query<WorkerRow & { inserted: boolean }>(
+        `INSERT INTO workers (id, owner_id, shared, hostname, capabilities, resources)
+         VALUES ($1, $2, $3, $4, $5, $6::jsonb)
+         ON CONFLICT (owner_id, hostname) DO UPDATE SET
+           capabilities = EXCLUDED.capabilities, resources = EXCLUDED.resources, shared = EXCLUDED.shared,
+           status = 'idle', last_heartbeat = now(), registered_at = now()
+         RETURNING *, (xmax = 0) AS inserted`,
+        [newId('worker'), actor.userId, actor.admin, input.hostname, [...new Set(input.capabilities)], JSON.stringify(input.resources)],
+      );
+      const worker = toWorker(rows[0]!);
+      await emitEvent(tx, actor.userId, 'worker.registered', { worker_id: worker.id, hostname: worker.hostname });
+      return worker;
+    });
+  }
+
+  async listWorkers(actor: Actor): Promise<Worker[]> {
+    const { rows } = await this.db.query<WorkerRow>(
+      `SELECT * FROM workers WHERE $1::boolean OR owner_id = $2 OR shared ORDER BY registered_at DESC, id`,
+      [actor.admin, actor.userId],
+    );
+    return rows.map(toWorker);
+  }
+
+  /**
+   * Records a heartbeat; an idle worker gets the next task it can run (or, with `waitSeconds`, waits
+   * for one). The claim is one statement with FOR UPDATE SKIP LOCKED: two workers never get one task.
+   */
+  async heartbeat(
+    actor: Actor,
+    hb: { workerId: string; status: 'idle' | 'busy'; currentTask: string | null; cpuUsage?: number; memoryUsage?: number; waitSeconds?: number },
+  ): Promise<{ assigned: Task | null }> {
+    const worker = await this.touchWorker(actor, hb);
+    if (hb.status !== 'idle') return { assigned: null };
+    const deadline = Date.now() + Math.min(hb.waitSeconds ?? 0, 25) * 1000;
+    for (;;) {
+      const task = await this.claim(worker);
+      if (task || Date.now() >= deadline) return { assigned: task };
+      await this.waitForPending(deadline - Date.now());
+    }
+  }
+
+  private async touchWorker(actor: Actor, hb: { workerId: string; status: 'idle' | 'busy'; currentTask: string | null; cpuUsage?: number; memoryUsage?: number }): Promise<Worker> {
+    return this.db.transaction(async (tx) => {
+      const { rows } = await tx.query<WorkerRow>(
+        `UPDATE workers SET last_heartbeat = now(), status = $3, current_task = $4, cpu_usage = $5, memory_usage = $6
+         WHERE id = $1 AND owner_id = $2 RETURNING *`,
+        [hb.workerId, actor.userId, hb.status, hb.currentTask, hb.cpuUsage ?? null, hb.memoryUsage ?? null],
+      );
+      if (!rows[0]) throw new AppError('NOT_FOUND', 'Worker not found; register it first');
+      // A heartbeat extends the lease of whatever this worker is running.
+      await tx.query(
+        `UPDATE tasks SET lease_expires_at = clock_timestamp() + make_interval(secs => $2) WHERE assigned_worker = $1 AND status = 'running'`,
+        [hb.workerId, this.opts.workerTimeoutSeconds],
+      );
+      return toWorker(rows[0]);
+    });
+  }
+
+  private async claim(worker: Worker): Promise<Task | null> {
+    return this.db.transaction(async (tx) => {
+      const { rows } = await tx.query<TaskRow>(
+        `UPDATE tasks SET status = 'running', assigned_worker = $1, started_at = COALESCE(started_at, clock_timestamp()),
+                lease_expires_at = clock_timestamp() + make_interval(secs => $5), updated_at = clock_timestamp()
+         WHERE id = (
+           SELECT t.id FROM tasks t
+           WHERE t.status = 'pending' AND ($2::boolean OR t.owner_id = $3)
+             AND t.type = ANY($4::text[]) AND t.required_capabilities <@ $4::text[]
+             AND NOT EXISTS (SELECT 1 FROM tasks d WHERE d.id = ANY(t.depends_on) AND d.status <> 'completed')
+           ORDER BY t.priority_rank DESC, t.created_at, t.id
+           LIMIT 1 FOR UPDATE SKIP LOCKED)
+         RETURNING *`,
+        [worker.id, worker.shared, worker.ownerId, worker.capabilities, this.opts.workerTimeoutSeconds],
+      );
+      if (!rows[0]) return null;
+      const task = toTask(rows[0]);
+      await tx.query(`UPDATE workers SET status = 'busy', current_task = $2 WHERE id = $1`, [worker.id, task.id]);
+      await emitEvent(tx, task.ownerId, 'task.started', { task_id: task.id, worker_id: worker.id });
+      return task;
+    });
+  }
+
+  private waitForPending(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const done = () => {
+        clearTimeout(timer);
+        this.waiters.delete(done);
+        resolve();
+      };
+      // Also poll: another process's NOTIFY may be missed while its listener reconnects.
+      const timer = setTimeout(done, Math.min(ms, 1000));
+      this.waiters.add(done);
+    });
+  }
+
+  private async releaseWorker(tx: Queryable, workerId: string, completed: boolean): Promise<void> {
+    await tx.query(
+      `UPDATE workers SET current_task = NULL, status = CASE WHEN status = 'offline' THEN status ELSE 'idle' END,
+              tasks_completed = tasks_completed + $2 WHERE id = $1`,
+      [workerId, completed ? 1 : 0],
+    );
+  }
+
+  private async emitStatus(tx: Queryable, task: Task): Promise<void> {
+    if (task.status === 'completed') await emitEvent(tx, task.ownerId, 'task.completed', { task_id: task.id, status: 'completed', result: task.result ?? undefined });
+    else if (task.status === 'failed') await emitEvent(tx, task.ownerId, 'task.failed', { task_id: task.id, status: 'failed', error: task.error ?? undefined });
+    else if (task.status === 'cancelled') await emitEvent(tx, task.ownerId, 'task.cancelled', { task_id: task.id });
+  }
+
+  /** Starts the lease reaper: silent workers go offline and their tasks return to the queue (or fail). */
+  start(): void {
+    if (this.reaper) return;
+    const tick = () => {
+      this.reapExpired()
+        .catch((err: unknown) => this.log.error({ err }, 'task lease reaper failed'))
+        .finally(() => {
+          if (this.reaper) this.reaper = setTimeout(tick, this.opts.reapIntervalMs);
+        });
+    };
+    this.reaper = setTimeout(tick, this.opts.reapIntervalMs);
+  }
+
+  stop(): void {
+    if (this.reaper) clearTimeout(this.reaper);
+    this.reaper = null;
+    for (const w of [...this.waiters]) w();
+  }
+
+  /** One reaper pass; returns how many tasks it took back. */
+  async reapExpired(): Promise<number> {
+    return this.db.transaction(async (tx) => {
+      const offline = await tx.query<{ id: string; owner_id: string; last_heartbeat: Date }>(
+        `UPDATE workers SET status = 'offline'
+         WHERE status <> 'offline' AND last_heartbeat < clock_timestamp() - make_interval(secs => $1)
+         RETURNING id, owner_id, last_heartbeat`,
+        [this.opts.workerTimeoutSeconds],
+      );
+      for (const w of offline.rows) {
+        await emitEvent(tx, w.owner_id, 'worker.offline', { worker_id: w.id, last_heartbeat: w.last_heartbeat.toISOString() });
+      }
+      const { rows } = await tx.query<TaskRow>(
+        `UPDATE tasks SET
+           status = CASE WHEN retry_count + 1 > max_retries THEN 'failed' ELSE 'pending' END,
+           retry_count = retry_count + 1,
+           error = CASE WHEN retry_count + 1 > max_retries THEN 'worker lost; retries exhausted' ELSE error END,
+           completed_at = CASE WHEN retry_count + 1 > max_retries THEN clock_timestamp() ELSE NULL END,
+           assigned_worker = NULL, lease_expires_at = NULL, updated_at = clock_timestamp()
+         WHERE id IN (SELECT id FROM tasks WHERE status = 'running' AND lease_expires_at < clock_timestamp() FOR UPDATE SKIP LOCKED)
+         RETURNING *`,
+      );
+      for (const r of rows) {
+        const task = toTask(r);
+        if (task.status === 'failed') await this.emitStatus(tx, task);
+      }
+      if (rows.some((r) => r.status === 'pending')) await this.bus.publish(tx, TASKS_PENDING_TAG);
+      return rows.length;
+    });
+  }
+}

@@ -1,0 +1,281 @@
+/**
+ * HelixCode tasks and workers through the real HTTP API: the document's shapes, validation,
+ * transitions, ownership, capability/priority/dependency-aware claiming, long-poll, leases, events.
+ */
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+import { startReceiver } from '../helpers/receiver.ts';
+import { registerUser, startTestServer, uniqueEmail, type TestServer } from '../helpers/server.ts';
+import { assertFaceError } from '../http/face-errors.ts';
+
+let s: TestServer;
+let alice: Awaited<ReturnType<typeof registerUser>>;
+let bob: Awaited<ReturnType<typeof registerUser>>;
+let adminToken: string;
+
+before(async () => {
+  s = await startTestServer({ WORKER_TIMEOUT: '2', ALLOW_PRIVATE_URLS: 'true', WEBHOOK_POLL_INTERVAL_MS: '50' });
+  alice = await registerUser(s);
+  bob = await registerUser(s);
+  const email = uniqueEmail('admin');
+  await s.ctx.identity.createUser({ email, password: 'admin-password-1', role: 'admin' });
+  adminToken = (await s.request('POST', '/api/v1/auth/login', { body: { username: email, password: 'admin-password-1' } })).body.token;
+});
+after(() => s.close());
+
+const create = async (token: string, body: Record<string, unknown>) => {
+  const res = await s.request('POST', '/api/v1/tasks', { token, body });
+  assert.equal(res.status, 201, res.text);
+  return res.body as { id: string; status: string; priority: string; type: string };
+};
+const register = async (token: string, hostname: string, capabilities: string[]) => {
+  const res = await s.request('POST', '/api/v1/workers/register', { token, body: { hostname, capabilities, resources: { cpu: 8, memory: 16384, gpu: true } } });
+  assert.equal(res.status, 200, res.text);
+  return res.body.worker_id as string;
+};
+const heartbeat = async (token: string, worker_id: string, extra: Record<string, unknown> = {}) => {
+  const res = await s.request('POST', '/api/v1/workers/heartbeat', { token, body: { worker_id, status: 'idle', current_task: null, resources: { cpu_usage: 15.5, memory_usage: 4096 }, ...extra } });
+  assert.equal(res.status, 200, res.text);
+  assert.equal(res.body.acknowledged, true);
+  return res.body.assigned_task as { id: string; status: string; assigned_worker: string; priority: string } | null;
+};
+
+describe('tasks', () => {
+  test("the document's create example answers 201 {id,title,status:pending,priority,created_at}", async () => {
+    const res = await s.request('POST', '/api/v1/tasks', {
+      token: alice.accessToken,
+      body: { title: 'Implement user authentication', description: 'Add JWT-based auth system', type: 'building', priority: 'high', project_id: 'project-123' },
+    });
+    assert.equal(res.status, 201);
+    assert.match(res.body.id, /^task_/);
+    assert.equal(res.body.title, 'Implement user authentication');
+    assert.equal(res.body.status, 'pending');
+    assert.equal(res.body.priority, 'high');
+    assert.ok(!Number.isNaN(Date.parse(res.body.created_at)));
+    const got = await s.request('GET', `/api/v1/tasks/${res.body.id}`, { token: alice.accessToken });
+    assert.equal(got.status, 200);
+    assert.equal(got.body.description, 'Add JWT-based auth system');
+    assert.equal(got.body.type, 'building');
+    assert.equal(got.body.assigned_worker, null);
+    assert.equal(got.body.progress, 0);
+    const minimal = await create(alice.accessToken, { title: 'Test Task', type: 'planning', priority: 'high' });
+    assert.equal(minimal.status, 'pending');
+  });
+
+  test('invalid input is a 400 with details.field and details.allowed_values, nothing stored', async () => {
+    const before = (await s.request('GET', '/api/v1/tasks', { token: alice.accessToken })).body.total;
+    const bad = await s.request('POST', '/api/v1/tasks', { token: alice.accessToken, body: { title: 'x', priority: 'urgent' } });
+    assertFaceError(bad, 'tasks', 'VALIDATION_ERROR');
+    assert.equal(bad.body.error.details.field, 'priority');
+    assert.deepEqual(bad.body.error.details.allowed_values, ['low', 'normal', 'high', 'critical']);
+    const badType = await s.request('POST', '/api/v1/tasks', { token: alice.accessToken, body: { title: 'x', type: 'cooking' } });
+    assert.equal(badType.body.error.details.field, 'type');
+    assert.ok(badType.body.error.details.allowed_values.includes('porting'));
+    for (const body of [{}, { title: '' }, { title: 5 }, { title: 'x', depends_on: ['task_missing'] }, { title: 'x', max_retries: -1 }]) {
+      assertFaceError(await s.request('POST', '/api/v1/tasks', { token: alice.accessToken, body }), 'tasks', 'VALIDATION_ERROR', JSON.stringify(body));
+    }
+    assertFaceError(await s.request('POST', '/api/v1/tasks', { token: alice.accessToken, rawBody: '{"title":' }), 'tasks', 'VALIDATION_ERROR', 'malformed');
+    assert.equal((await s.request('GET', '/api/v1/tasks', { token: alice.accessToken })).body.total, before);
+  });
+
+  test('list filters and paginates; another user sees none of it and gets 404; admins see all', async () => {
+    const user = await registerUser(s);
+    const ids = [];
+    for (const priority of ['low', 'high', 'high', 'critical']) ids.push((await create(user.accessToken, { title: `t-${priority}`, priority, type: 'testing', project_id: 'p1' })).id);
+    const all = await s.request('GET', '/api/v1/tasks?limit=2&offset=1', { token: user.accessToken });
+    assert.equal(all.body.total, 4);
+    assert.equal(all.body.tasks.length, 2);
+    assert.equal(all.body.limit, 2);
+    assert.equal(all.body.offset, 1);
+    const high = await s.request('GET', '/api/v1/tasks?priority=high&status=pending&project_id=p1', { token: user.accessToken });
+    assert.equal(high.body.total, 2);
+    assertFaceError(await s.request('GET', '/api/v1/tasks?status=exploded', { token: user.accessToken }), 'tasks', 'VALIDATION_ERROR');
+    assertFaceError(await s.request('GET', '/api/v1/tasks?limit=501', { token: user.accessToken }), 'tasks', 'VALIDATION_ERROR');
+    for (const [method, body] of [['GET'], ['PUT', { status: 'cancelled' }], ['DELETE']] as const) {
+      assertFaceError(await s.request(method, `/api/v1/tasks/${ids[0]}`, { token: bob.accessToken, body }), 'tasks', 'NOT_FOUND', `${method} as another user`);
+    }
+    assert.equal((await s.request('GET', '/api/v1/tasks?project_id=p1', { token: bob.accessToken })).body.total, 0);
+    assert.equal((await s.request('GET', `/api/v1/tasks/${ids[0]}`, { token: adminToken })).status, 200, 'admin sees any task');
+    assert.equal((await s.request('GET', `/api/v1/tasks/${ids[0]}`, { token: user.accessToken })).body.status, 'pending', 'untouched');
+    assertFaceError(await s.request('GET', '/api/v1/tasks'), 'tasks', 'AUTH_REQUIRED');
+  });
+
+  test('status changes follow the transitions; completion is idempotent; DELETE answers 204', async () => {
+    const t = await create(alice.accessToken, { title: 'transitions' });
+    assertFaceError(await s.request('PUT', `/api/v1/tasks/${t.id}`, { token: alice.accessToken, body: { status: 'completed' } }), 'tasks', 'CONFLICT', 'pending -> completed');
+    assertFaceError(await s.request('PUT', `/api/v1/tasks/${t.id}`, { token: alice.accessToken, body: { progress: 10 } }), 'tasks', 'CONFLICT', 'progress on pending');
+    assert.equal((await s.request('PUT', `/api/v1/tasks/${t.id}`, { token: alice.accessToken, body: { status: 'running' } })).body.status, 'running');
+    const prog = await s.request('PUT', `/api/v1/tasks/${t.id}`, { token: alice.accessToken, body: { progress: 45 } });
+    assert.equal(prog.body.progress, 45);
+    const done = await s.request('PUT', `/api/v1/tasks/${t.id}`, { token: alice.accessToken, body: { status: 'completed', progress: 100, result: { success: true } } });
+    assert.equal(done.status, 200);
+    assert.equal(done.body.status, 'completed');
+    assert.equal(done.body.progress, 100);
+    assert.deepEqual(done.body.result, { success: true });
+    assert.ok(done.body.completed_at);
+    const again = await s.request('PUT', `/api/v1/tasks/${t.id}`, { token: alice.accessToken, body: { status: 'completed', progress: 100 } });
+    assert.equal(again.status, 200, 'completing twice is accepted');
+    assert.equal(again.body.completed_at, done.body.completed_at, 'and changes nothing');
+    assertFaceError(await s.request('PUT', `/api/v1/tasks/${t.id}`, { token: alice.accessToken, body: { status: 'running' } }), 'tasks', 'CONFLICT', 'completed -> running');
+    assertFaceError(await s.request('PUT', `/api/v1/tasks/${t.id}`, { token: alice.accessToken, body: {} }), 'tasks', 'VALIDATION_ERROR', 'empty');
+    const del = await s.request('DELETE', `/api/v1/tasks/${t.id}`, { token: alice.accessToken });
+    assert.equal(del.status, 204);
+    assertFaceError(await s.request('GET', `/api/v1/tasks/${t.id}`, { token: alice.accessToken }), 'tasks', 'NOT_FOUND');
+  });
+});
+
+describe('workers', () => {
+  test('heartbeat hands out the highest-priority, oldest task the worker can run; reports must come from the holder', async () => {
+    const user = await registerUser(s);
+    const w = await register(user.accessToken, 'node-a', ['building', 'testing', 'gpu']);
+    const again = await register(user.accessToken, 'node-a', ['building', 'testing', 'gpu']);
+    assert.equal(again, w, 're-registering a hostname keeps its id');
+    const other = await register(user.accessToken, 'node-b', ['building', 'testing', 'gpu']);
+    const low = await create(user.accessToken, { title: 'low', type: 'building', priority: 'low' });
+    const high1 = await create(user.accessToken, { title: 'high-1', type: 'building', priority: 'high' });
+    const high2 = await create(user.accessToken, { title: 'high-2', type: 'testing', priority: 'high' });
+    const design = await create(user.accessToken, { title: 'design', type: 'design', priority: 'critical' });
+    const needsCuda = await create(user.accessToken, { title: 'cuda', type: 'building', priority: 'critical', required_capabilities: ['cuda'] });
+
+    const first = await heartbeat(user.accessToken, w);
+    assert.equal(first?.id, high1.id, 'critical tasks this worker cannot run are skipped; oldest high first');
+    assert.equal(first?.status, 'running');
+    assert.equal(first?.assigned_worker, w);
+    assert.equal(await heartbeat(user.accessToken, w, { status: 'busy', current_task: first!.id }), null, 'a busy worker gets nothing');
+    assertFaceError(
+      await s.request('PUT', `/api/v1/tasks/${first!.id}`, { token: user.accessToken, body: { status: 'completed', worker_id: other } }),
+      'tasks',
+      'CONFLICT',
+      'completion from a worker that does not hold the task',
+    );
+    const done = await s.request('PUT', `/api/v1/tasks/${first!.id}`, { token: user.accessToken, body: { status: 'completed', worker_id: w, result: { output: 'ok' } } });
+    assert.equal(done.status, 200);
+    assert.equal((await heartbeat(user.accessToken, w))?.id, high2.id);
+    assert.equal((await heartbeat(user.accessToken, other))?.id, low.id);
+    assert.equal(await heartbeat(user.accessToken, other), null, 'design and cuda tasks need capabilities nobody has');
+    const list = await s.request('GET', '/api/v1/workers', { token: user.accessToken });
+    const me = list.body.workers.find((x: { id: string }) => x.id === w);
+    assert.deepEqual(me.capabilities, ['building', 'testing', 'gpu']);
+    assert.equal(me.status, 'busy');
+    assert.ok(Date.parse(me.last_heartbeat) > Date.now() - 10_000);
+    assert.equal((await s.request('GET', `/api/v1/tasks/${design.id}`, { token: user.accessToken })).body.status, 'pending');
+    assert.equal((await s.request('GET', `/api/v1/tasks/${needsCuda.id}`, { token: user.accessToken })).body.status, 'pending');
+  });
+
+  test('dependencies hold a task back until they complete', async () => {
+    const user = await registerUser(s);
+    const w = await register(user.accessToken, 'deps', ['planning']);
+    const a = await create(user.accessToken, { title: 'a', priority: 'low' });
+    const b = await create(user.accessToken, { title: 'b', priority: 'critical', depends_on: [a.id] });
+    assert.equal((await heartbeat(user.accessToken, w))?.id, a.id, 'b waits for a although it is critical');
+    assert.equal(await heartbeat(user.accessToken, w), null);
+    await s.request('PUT', `/api/v1/tasks/${a.id}`, { token: user.accessToken, body: { status: 'completed', worker_id: w } });
+    assert.equal((await heartbeat(user.accessToken, w))?.id, b.id);
+  });
+
+  test("a user's worker never receives another user's task; an admin's worker serves everyone", async () => {
+    const u1 = await registerUser(s);
+    const u2 = await registerUser(s);
+    const w1 = await register(u1.accessToken, 'u1-node', ['deployment']);
+    const t2 = await create(u2.accessToken, { title: 'u2 deploy', type: 'deployment' });
+    assert.equal(await heartbeat(u1.accessToken, w1), null);
+    assertFaceError(
+      await s.request('POST', '/api/v1/workers/heartbeat', { token: u2.accessToken, body: { worker_id: w1, status: 'idle' } }),
+      'tasks',
+      'NOT_FOUND',
+      "heartbeat for another user's worker",
+    );
+    assert.ok(!(await s.request('GET', '/api/v1/workers', { token: u2.accessToken })).body.workers.some((x: { id: string }) => x.id === w1));
+    const shared = await register(adminToken, `shared-${Date.now()}`, ['deployment']);
+    const got = await heartbeat(adminToken, shared);
+    assert.equal(got?.id, t2.id);
+    assertFaceError(await s.request('POST', '/api/v1/workers/heartbeat', { token: u1.accessToken, body: { worker_id: 'worker_nope', status: 'idle' } }), 'tasks', 'NOT_FOUND');
+    assertFaceError(await s.request('POST', '/api/v1/workers/register', { token: u1.accessToken, body: { hostname: 'x', capabilities: [] } }), 'tasks', 'VALIDATION_ERROR');
+  });
+
+  test('eight workers heartbeating at once: every task is handed out exactly once', async () => {
+    const user = await registerUser(s);
+    const workers = await Promise.all(Array.from({ length: 8 }, (_, i) => register(user.accessToken, `race-${i}`, ['porting'])));
+    const created = new Set<string>();
+    for (let i = 0; i < 60; i++) created.add((await create(user.accessToken, { title: `race ${i}`, type: 'porting' })).id);
+    const assigned: string[] = [];
+    await Promise.all(
+      workers.map(async (w) => {
+        for (;;) {
+          const t = await heartbeat(user.accessToken, w);
+          if (!t) return;
+          assigned.push(t.id);
+          await s.request('PUT', `/api/v1/tasks/${t.id}`, { token: user.accessToken, body: { status: 'completed', worker_id: w } });
+        }
+      }),
+    );
+    assert.equal(assigned.length, 60);
+    assert.equal(new Set(assigned).size, 60, 'no task went to two workers');
+    assert.deepEqual([...assigned].sort(), [...created].sort());
+  });
+
+  test('a long-polling heartbeat wakes when a task is created', async () => {
+    const user = await registerUser(s);
+    const w = await register(user.accessToken, 'poller', ['diagram']);
+    const started = Date.now();
+    const polling = heartbeat(user.accessToken, w, { wait: 10 });
+    await new Promise((r) => setTimeout(r, 300));
+    const t = await create(user.accessToken, { title: 'wake up', type: 'diagram' });
+    const got = await polling;
+    assert.equal(got?.id, t.id);
+    assert.ok(Date.now() - started < 3000, `picked up after ${Date.now() - started} ms`);
+    const empty = Date.now();
+    assert.equal(await heartbeat(user.accessToken, w, { wait: 1 }), null);
+    assert.ok(Date.now() - empty >= 900, 'an empty long-poll waits its time');
+  });
+
+  test('a silent worker goes offline and its task returns to the queue, then fails when retries run out', async () => {
+    const user = await registerUser(s);
+    const w = await register(user.accessToken, 'flaky', ['refactoring']);
+    const w2 = await register(user.accessToken, 'steady', ['refactoring']);
+    const t = await create(user.accessToken, { title: 'lease', type: 'refactoring', max_retries: 1 });
+    assert.equal((await heartbeat(user.accessToken, w))?.id, t.id);
+    await new Promise((r) => setTimeout(r, 2300));
+    await s.ctx.tasks.reapExpired();
+    const back = await s.request('GET', `/api/v1/tasks/${t.id}`, { token: user.accessToken });
+    assert.equal(back.body.status, 'pending');
+    assert.equal(back.body.retry_count, 1);
+    assert.equal(back.body.assigned_worker, null);
+    const workers = (await s.request('GET', '/api/v1/workers', { token: user.accessToken })).body.workers;
+    assert.equal(workers.find((x: { id: string }) => x.id === w).status, 'offline');
+    assertFaceError(
+      await s.request('PUT', `/api/v1/tasks/${t.id}`, { token: user.accessToken, body: { status: 'completed', worker_id: w } }),
+      'tasks',
+      'CONFLICT',
+      'the lost worker may not complete it',
+    );
+    assert.equal((await heartbeat(user.accessToken, w2))?.id, t.id, 'another worker picks it up');
+    await new Promise((r) => setTimeout(r, 2300));
+    await s.ctx.tasks.reapExpired();
+    const failed = await s.request('GET', `/api/v1/tasks/${t.id}`, { token: user.accessToken });
+    assert.equal(failed.body.status, 'failed');
+    assert.match(failed.body.error, /retries exhausted/);
+  });
+
+  test('task events reach a webhook in the document payload', async () => {
+    const r = await startReceiver();
+    const user = await registerUser(s);
+    s.ctx.deliveries.start();
+    try {
+      const hook = await s.request('POST', '/api/v1/webhooks', { token: user.accessToken, body: { url: r.url, events: ['task.completed', 'task.failed'] } });
+      assert.equal(hook.status, 201);
+      const w = await register(user.accessToken, 'events', ['testing']);
+      const t = await create(user.accessToken, { title: 'ev', type: 'testing' });
+      await heartbeat(user.accessToken, w);
+      await s.request('PUT', `/api/v1/tasks/${t.id}`, { token: user.accessToken, body: { status: 'completed', worker_id: w, result: { success: true, output: 'Task completed successfully' } } });
+      const [got] = await r.waitFor(1);
+      const body = JSON.parse(got!.body);
+      assert.equal(body.event, 'task.completed');
+      assert.deepEqual(body.data, { task_id: t.id, status: 'completed', result: { success: true, output: 'Task completed successfully' } });
+      assert.match(body.signature, /^sha256=[0-9a-f]{64}$/);
+    } finally {
+      await s.ctx.deliveries.stop();
+      await r.close();
+    }
+  });
+});
