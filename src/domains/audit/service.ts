@@ -119,3 +119,21 @@ export async function listAuditEvents(q: Queryable, f: AuditQuery): Promise<{ ev
     })),
   };
 }
+
+/** Successful and failed logins since `since`, for one user or (undefined) everyone. */
+export async function loginOutcomesSince(q: Queryable, since: Date, userId: string | undefined): Promise<{ successful: number; failed: number }> {
+  const { rows } = await q.query<{ successful: number; failed: number }>(
+    `SELECT count(*) FILTER (WHERE result = 'success')::int AS successful,
+            count(*) FILTER (WHERE result = 'failure')::int AS failed
+     FROM audit_events
+     WHERE event_type = 'authentication' AND action = 'login' AND occurred_at >= $1 AND ($2::text IS NULL OR user_id = $2)`,
+    [since, userId ?? null],
+  );
+  return { successful: rows[0]?.successful ?? 0, failed: rows[0]?.failed ?? 0 };
+}
+
+/** Time of the newest audit event visible to one user or (undefined) everyone; null when none. */
+export async function lastAuditEventAt(q: Queryable, userId: string | undefined): Promise<Date | null> {
+  const { rows } = await q.query<{ at: Date | null }>(`SELECT max(occurred_at) AS at FROM audit_events WHERE $1::text IS NULL OR user_id = $1`, [userId ?? null]);
+  return rows[0]?.at ?? null;
+}

@@ -510,6 +510,15 @@ export class IdentityService {
     });
   }
 
+  /** Sessions neither revoked nor expired, for one user or (undefined) everyone. */
+  async countActiveSessions(userId: string | undefined): Promise<number> {
+    const { rows } = await this.db.query<{ n: number }>(
+      `SELECT count(*)::int AS n FROM auth_sessions WHERE revoked_at IS NULL AND expires_at > now() AND ($1::text IS NULL OR user_id = $1)`,
+      [userId ?? null],
+    );
+    return rows[0]?.n ?? 0;
+  }
+
   async getUserOrThrow(id: string): Promise<User> {
     const { rows } = await this.db.query<UserRow>(`SELECT ${USER_COLUMNS} FROM users u WHERE id = $1`, [id]);
     if (!rows[0]) throw new AppError('NOT_FOUND', 'User not found');

@@ -5,9 +5,8 @@
  */
 import { z } from 'zod';
 import { SECURITY_LEVELS } from '../../config.ts';
-import { AUDIT_EVENT_TYPES, listAuditEvents, type AuditEvent } from '../../domains/audit/service.ts';
+import { AUDIT_EVENT_TYPES, lastAuditEventAt, listAuditEvents, loginOutcomesSince, type AuditEvent } from '../../domains/audit/service.ts';
 import type { Principal } from '../../domains/identity/service.ts';
-import type { Queryable } from '../../platform/db/index.ts';
 import { AppError } from '../../platform/errors.ts';
 import { HostMonitor } from '../../platform/host/index.ts';
 import type { AppContext } from '../shared/context.ts';
@@ -85,35 +84,6 @@ function auditLogOf(e: AuditEvent) {
   };
 }
 
-/**
- * Login outcomes of the last 24 hours, live sessions and the newest audit time, for one user or for
- * everyone. Counted in SQL (indexed on time and user) rather than by listing events.
- */
-async function securityFigures(db: Queryable, userId: string | undefined) {
-  const scoped = userId === undefined ? '' : 'AND user_id = $1';
-  const params = userId === undefined ? [] : [userId];
-  const [logins, sessions, latest] = await Promise.all([
-    db.query<{ successful: number; failed: number }>(
-      `SELECT count(*) FILTER (WHERE result = 'success')::int AS successful,
-              count(*) FILTER (WHERE result = 'failure')::int AS failed
-       FROM audit_events
-       WHERE event_type = 'authentication' AND action = 'login' AND occurred_at >= now() - interval '24 hours' ${scoped}`,
-      params,
-    ),
-    db.query<{ n: number }>(
-      `SELECT count(*)::int AS n FROM auth_sessions WHERE revoked_at IS NULL AND expires_at > now() ${scoped}`,
-      params,
-    ),
-    db.query<{ at: Date | null }>(`SELECT max(occurred_at) AS at FROM audit_events WHERE true ${scoped}`, params),
-  ]);
-  return {
-    successful: logins.rows[0]?.successful ?? 0,
-    failed: logins.rows[0]?.failed ?? 0,
-    activeSessions: sessions.rows[0]?.n ?? 0,
-    lastAudit: latest.rows[0]?.at ?? null,
-  };
-}
-
 export function tasksAuroraRoutes(app: FaceApp, ctx: AppContext): void {
   const host = new HostMonitor({ dataDir: ctx.config.dataDir });
 
@@ -145,7 +115,13 @@ export function tasksAuroraRoutes(app: FaceApp, ctx: AppContext): void {
   app.get('/api/v1/aurora/metrics/security', {
     schema: { summary: 'Login attempts (24 h), active sessions and security settings (admins: all users)', response: { 200: securityMetrics } },
     handler: async (req) => {
-      const f = await securityFigures(ctx.db, visibleUserId(principalOf(req)));
+      const userId = visibleUserId(principalOf(req));
+      const [logins, activeSessions, lastAudit] = await Promise.all([
+        loginOutcomesSince(ctx.db, new Date(Date.now() - 86_400_000), userId),
+        ctx.identity.countActiveSessions(userId),
+        lastAuditEventAt(ctx.db, userId),
+      ]);
+      const f = { ...logins, activeSessions, lastAudit };
       const attempts = f.successful + f.failed;
       return {
         auth_attempts: {
