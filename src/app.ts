@@ -19,6 +19,8 @@ import { registerFace } from './faces/shared/plugin.ts';
 import { systemRoutes } from './faces/system/routes.ts';
 import { tasksAuroraRoutes } from './faces/tasks/aurora.routes.ts';
 import { tasksAuthRoutes } from './faces/tasks/auth.routes.ts';
+import { tasksHarmonyRoutes } from './faces/tasks/harmony.routes.ts';
+import { ClusterService } from './domains/cluster/service.ts';
 import { MIGRATIONS } from './migrations.ts';
 import { DEFAULT_RETRY_SCHEDULE, DeliveryEngine } from './domains/events/delivery.ts';
 import { WebhookService } from './domains/events/webhooks.ts';
@@ -121,11 +123,13 @@ export async function createContext(
       principalCacheTtlMs: config.authCacheTtlSeconds * 1000,
     },
   });
-  return { config, db, invalidation, identity, tasks, webhooks, deliveries, jobs, scheduler, limits, metrics, mailer, version: VERSION, startedAt: new Date() };
+  const cluster = new ClusterService({ db, version: VERSION, log });
+  return { config, db, invalidation, identity, tasks, cluster, webhooks, deliveries, jobs, scheduler, limits, metrics, mailer, version: VERSION, startedAt: new Date() };
 }
 
 export async function closeContext(ctx: AppContext): Promise<void> {
   ctx.tasks.stop();
+  await ctx.cluster.stop();
   await ctx.deliveries.stop();
   await ctx.scheduler.stop();
   await ctx.jobs.stop();
@@ -174,6 +178,7 @@ export async function buildApp(ctx: AppContext, opts: { logger?: boolean } = {})
   registerFace(app, ctx, 'tasks', tasksAuthRoutes);
   registerFace(app, ctx, 'tasks', tasksWebhookRoutes);
   registerFace(app, ctx, 'tasks', tasksAuroraRoutes);
+  registerFace(app, ctx, 'tasks', tasksHarmonyRoutes);
   registerFace(app, ctx, 'tasks', tasksRoutes);
   registerFace(app, ctx, 'databases', databasesWebhookRoutes);
   registerFace(app, ctx, 'monitoring', monitoringAuthRoutes);

@@ -14,6 +14,10 @@ export const FACES = ['tasks', 'monitoring', 'databases', 'automation'] as const
 export type FaceName = (typeof FACES)[number];
 export const SECURITY_LEVELS = ['standard', 'enhanced', 'strict'] as const;
 export type SecurityLevel = (typeof SECURITY_LEVELS)[number];
+export const TOGGLES = ['enabled', 'disabled'] as const;
+export type Toggle = (typeof TOGGLES)[number];
+export const PRECISIONS = ['FP32', 'FP16', 'INT8'] as const;
+export type Precision = (typeof PRECISIONS)[number];
 
 /** A rate-limit policy: `points` requests per `windowSeconds`; null points = unlimited. */
 export interface LimitPolicy {
@@ -124,6 +128,10 @@ const envSchema = z.object({
   WORKER_TIMEOUT: z.coerce.number().int().min(2).max(3600).default(30),
   MAINSPRING_ENV: z.string().min(1).max(40).default('production'),
   SECURITY_LEVEL: z.enum(SECURITY_LEVELS).default('standard'),
+  HARMONY_SYNC_INTERVAL: z.coerce.number().int().min(1).max(86_400).default(30),
+  HARMONY_QUANTIZATION: z.enum(TOGGLES).default('disabled'),
+  HARMONY_PRUNING: z.enum(TOGGLES).default('disabled'),
+  HARMONY_PRECISION: z.enum(PRECISIONS).default('FP32'),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
   PASSWORD_HASH_MEMORY_KIB: z.coerce.number().int().min(1024).default(19456),
   ALLOW_PRIVATE_URLS: z
@@ -182,6 +190,10 @@ export interface Config {
   passwordHashMemoryKib: number;
   /** Security level the operator declares for this deployment, reported by HelixCode's security metrics. */
   securityLevel: SecurityLevel;
+  /** Seconds between device syncs that HelixCode Harmony announces; a device silent for twice that is stale. */
+  harmonySyncInterval: number;
+  /** Model optimisations this deployment declares, reported by `GET /api/v1/harmony/ai/acceleration`. */
+  harmonyOptimizations: { quantization: Toggle; pruning: Toggle; precision: Precision };
   /** Private address ranges outbound requests (webhooks, monitored pages) may reach; none by default. */
   allowPrivateUrls: AllowPrivate;
 }
@@ -253,6 +265,8 @@ export function loadConfig(env: Env = process.env): Config {
     webhookPollIntervalMs: e.WEBHOOK_POLL_INTERVAL_MS,
     passwordHashMemoryKib: e.PASSWORD_HASH_MEMORY_KIB,
     securityLevel: e.SECURITY_LEVEL,
+    harmonySyncInterval: e.HARMONY_SYNC_INTERVAL,
+    harmonyOptimizations: { quantization: e.HARMONY_QUANTIZATION, pruning: e.HARMONY_PRUNING, precision: e.HARMONY_PRECISION },
     allowPrivateUrls: e.ALLOW_PRIVATE_URLS,
   };
 }

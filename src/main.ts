@@ -14,6 +14,8 @@ Commands:
   migrate                       apply pending database migrations and exit
   admin create-user --email E --password P [--username U] [--role admin|user] [--tier T]
                                 create an account
+  worker --server URL --token T --capabilities a,b [--concurrency N] [--hostname H] [--allow-shell] [--allow-private CIDRS|true]
+                                run a task worker against a server (see \`worker --help\`)
 `;
 
 async function serve(): Promise<void> {
@@ -24,6 +26,7 @@ async function serve(): Promise<void> {
   await ctx.jobs.start();
   ctx.scheduler.start();
   ctx.tasks.start();
+  ctx.cluster.start();
   const admin = await ctx.identity.ensureAdmin();
   if (admin.created) {
     if (admin.generatedPassword) {
@@ -90,6 +93,13 @@ async function main(argv: string[]): Promise<void> {
   if (command === 'serve') return serve();
   if (command === 'migrate') return runMigrate();
   if (command === 'admin') return adminCommand(rest);
+  if (command === 'worker') {
+    const cli = await import('./worker/cli.ts');
+    if (rest.includes('--help') || rest.includes('-h')) return void process.stdout.write(cli.WORKER_USAGE);
+    return cli.runWorkerCli(rest).catch((err: unknown) => {
+      throw err instanceof cli.WorkerUsageError ? new UsageError(err.message) : err;
+    });
+  }
   if (command === 'help' || command === '--help' || command === '-h') {
     process.stdout.write(USAGE);
     return;

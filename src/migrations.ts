@@ -1,4 +1,5 @@
 /** Every domain's migrations, in one list; versions are global (platform 1-99, identity 100s, audit 200s, jobs 300s, events 400s, tasks 500s). */
+import { clusterMigrations } from './domains/cluster/migrations.ts';
 import { auditMigrations } from './domains/audit/migrations.ts';
 import { eventsMigrations } from './domains/events/migrations.ts';
 import { identityMigrations } from './domains/identity/migrations.ts';
@@ -7,4 +8,4 @@ import type { Migration } from './platform/db/index.ts';
 import { jobsMigrations } from './platform/jobs/migrations.ts';
 import { rateLimitMigrations } from './platform/ratelimit/migrations.ts';
 
-export const MIGRATIONS: readonly Migration[] = [...rateLimitMigrations, ...identityMigrations, ...auditMigrations, ...jobsMigrations, ...eventsMigrations, ...tasksMigrations];
+export const MIGRATIONS: readonly Migration[] = [...rateLimitMigrations, ...identityMigrations, ...auditMigrations, ...jobsMigrations, ...eventsMigrations, ...tasksMigrations, ...clusterMigrations];

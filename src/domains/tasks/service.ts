@@ -351,11 +351,14 @@ export class TaskService {
   async heartbeat(
     actor: Actor,
     hb: { workerId: string; status: 'idle' | 'busy'; currentTask: string | null; cpuUsage?: number; memoryUsage?: number; waitSeconds?: number },
+    /** Aborted when the worker hangs up: a long-poll nobody listens to must not claim a task. */
+    signal?: AbortSignal,
   ): Promise<{ assigned: Task | null }> {
     const worker = await this.touchWorker(actor, hb);
     if (hb.status !== 'idle') return { assigned: null };
     const deadline = Date.now() + Math.min(hb.waitSeconds ?? 0, 25) * 1000;
     for (;;) {
+      if (signal?.aborted) return { assigned: null };
       const task = await this.claim(worker);
       if (task || Date.now() >= deadline) return { assigned: task };
       await this.waitForPending(deadline - Date.now());
@@ -381,12 +384,16 @@ export class TaskService {
 
   private async claim(worker: Worker): Promise<Task | null> {
     return this.db.transaction(async (tx) => {
+      // The planner cannot estimate the array-containment filter and, expecting few matches, would
+      // read and sort every pending task (3.4 ms at 5,000 pending, growing with the queue). Walking
+      // the pending index in priority order finds the first claimable task at once (0.1 ms).
+      await tx.query('SET LOCAL enable_sort = off');
       const { rows } = await tx.query<TaskRow>(
         `UPDATE tasks SET status = 'running', assigned_worker = $1, started_at = COALESCE(started_at, clock_timestamp()),
                 lease_expires_at = clock_timestamp() + make_interval(secs => $5), updated_at = clock_timestamp()
          WHERE id = (
            SELECT t.id FROM tasks t
-           WHERE t.status = 'pending' AND ($2::boolean OR t.owner_id = $3)
+           WHERE t.status = 'pending' AND ($2::boolean OR t.owner_id = $3) AND (t.reserved_for IS NULL OR t.reserved_for = $1)
              AND t.type = ANY($4::text[]) AND t.required_capabilities <@ $4::text[]
              AND NOT EXISTS (SELECT 1 FROM tasks d WHERE d.id = ANY(t.depends_on) AND d.status <> 'completed')
            ORDER BY t.priority_rank DESC, t.created_at, t.id

@@ -1,4 +1,5 @@
 import type { Config } from '../../config.ts';
+import type { ClusterService } from '../../domains/cluster/service.ts';
 import type { DeliveryEngine } from '../../domains/events/delivery.ts';
 import type { WebhookService } from '../../domains/events/webhooks.ts';
 import type { IdentityService } from '../../domains/identity/service.ts';
@@ -22,6 +23,8 @@ export interface AppContext {
   identity: IdentityService;
   /** The task queue; its lease reaper is started by `serve`. */
   tasks: TaskService;
+  /** Server-node heartbeat and leader election; started by `serve`. */
+  cluster: ClusterService;
   webhooks: WebhookService;
   /** Background webhook delivery; started by `serve` (and by tests that need it). */
   deliveries: DeliveryEngine;

@@ -208,8 +208,12 @@ export function tasksRoutes(app: FaceApp, ctx: AppContext): void {
       }),
       response: { 200: z.object({ acknowledged: z.literal(true), assigned_task: taskSchema.nullable() }) },
     },
-    handler: async (req) => {
+    handler: async (req, reply) => {
       const b = req.body;
+      const hangup = new AbortController();
+      reply.raw.once('close', () => {
+        if (!reply.raw.writableFinished) hangup.abort();
+      });
       const { assigned } = await ctx.tasks.heartbeat(actorOf(req), {
         workerId: b.worker_id,
         status: b.status,
@@ -217,7 +221,7 @@ export function tasksRoutes(app: FaceApp, ctx: AppContext): void {
         cpuUsage: b.resources?.cpu_usage,
         memoryUsage: b.resources?.memory_usage,
         waitSeconds: b.wait,
-      });
+      }, hangup.signal);
       return { acknowledged: true as const, assigned_task: assigned ? taskJson(assigned) : null };
     },
   });
