@@ -57,10 +57,15 @@ export function freePort(): Promise<number> {
 
 /** Spawns `node src/main.ts <args>` in the repository root with a minimal environment plus `env`. */
 export function spawnMain(name: string, args: string[], env: Record<string, string>): Proc {
+  return spawnScript(name, 'src/main.ts', args, { LOG_LEVEL: 'info', PASSWORD_HASH_MEMORY_KIB: '4096', ...env });
+}
+
+/** Spawns `node <script> <args>` (a path from the repository root) with only PATH plus `env`. */
+export function spawnScript(name: string, script: string, args: string[], env: Record<string, string> = {}): Proc {
   // A minimal environment: nothing from the caller's shell (DATABASE_URL, REDIS_URL, secrets, ...) leaks in.
-  const child = spawn(process.execPath, ['src/main.ts', ...args], {
+  const child = spawn(process.execPath, [script, ...args], {
     cwd: REPO_ROOT,
-    env: { PATH: process.env.PATH ?? '', LOG_LEVEL: 'info', PASSWORD_HASH_MEMORY_KIB: '4096', ...env },
+    env: { PATH: process.env.PATH ?? '', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let out = '';

@@ -4,18 +4,15 @@
  * worker's task re-queued and finished by another, and SIGTERM draining the running task.
  */
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { after, before, describe, test } from 'node:test';
-import { fileURLToPath } from 'node:url';
 import { parseAllowPrivate } from '../../src/platform/http-out/index.ts';
 import { createWorker, httpHandler, type TaskHandler, type Worker } from '../../src/worker/index.ts';
-import { running, sleep, spawnMain, stopProc, type Proc } from '../helpers/process.ts';
+import { running, sleep, spawnMain, spawnScript, stopProc, type Proc } from '../helpers/process.ts';
 import { registerUser, startTestServer, type TestServer } from '../helpers/server.ts';
 
 const WORKER_TIMEOUT = 2;
-const REPO_ROOT = fileURLToPath(new URL('../..', import.meta.url));
 
 let s: TestServer;
 let baseUrl: string;
@@ -45,31 +42,9 @@ async function startWorker(token: string, capabilities: string[], handlers: Reco
   return w;
 }
 
-/** A worker process: `node src/main.ts worker ...` or the fixture with a `sleep` handler. */
+/** A worker process: the real command line plus a `sleep` handler (the fixture). */
 function spawnFixture(name: string, args: string[]): Proc {
-  const child = spawn(process.execPath, ['test/worker/fixture-worker.ts', ...args], { cwd: REPO_ROOT, env: { PATH: process.env.PATH ?? '' }, stdio: ['ignore', 'pipe', 'pipe'] });
-  let all = '';
-  let out = '';
-  let err = '';
-  child.stdout.setEncoding('utf8').on('data', (d: string) => ((out += d), (all += d)));
-  child.stderr.setEncoding('utf8').on('data', (d: string) => ((err += d), (all += d)));
-  const proc: Proc = {
-    name,
-    child,
-    stdout: () => out,
-    stderr: () => err,
-    output: () => all,
-    exit: undefined,
-    exited: new Promise((resolve) => {
-      child.once('exit', (code, signal) => {
-        proc.exit = { code, signal };
-        running.delete(proc);
-        resolve(proc.exit);
-      });
-    }),
-  };
-  running.add(proc);
-  return proc;
+  return spawnScript(name, 'test/worker/fixture-worker.ts', args);
 }
 
 const processArgs = (token: string, capability: string, hostname: string) => [
