@@ -18,6 +18,9 @@ Commands:
                                 run a task worker against a server (see \`worker --help\`)
 `;
 
+// Long-polls last at most 25 s; a shutdown waits this long for in-flight requests.
+const SHUTDOWN_GRACE_MS = 8000;
+
 async function serve(): Promise<void> {
   const config = loadConfig();
   const ctx = await createContext(config);
@@ -40,7 +43,14 @@ async function serve(): Promise<void> {
     if (stopping) return;
     stopping = true;
     app.log.info({ signal }, 'shutting down');
+    // In-flight requests (long-polls included) may finish, but a connection that turns idle after
+    // close() began would otherwise linger until its keep-alive timeout: sweep those, and cut
+    // whatever is still open after the grace period.
+    const sweep = setInterval(() => app.server.closeIdleConnections(), 200);
+    const cutoff = setTimeout(() => app.server.closeAllConnections(), SHUTDOWN_GRACE_MS);
     await app.close();
+    clearInterval(sweep);
+    clearTimeout(cutoff);
     await closeContext(ctx);
     process.exit(0);
   };
