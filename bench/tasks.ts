@@ -144,7 +144,8 @@ async function runOnce(engine: 'pglite' | 'postgres') {
 
 console.log(`task queue benchmark — ${new Date().toISOString()}, ${TASKS} tasks, ${WORKERS} workers (long-poll), ${CREATORS} concurrent creators`);
 const rows = [];
-for (const engine of ['pglite', 'postgres'] as const) rows.push(await runOnce(engine));
+const engines = (process.env.BENCH_ENGINES ?? 'pglite,postgres').split(',') as ('pglite' | 'postgres')[];
+for (const engine of engines) rows.push(await runOnce(engine));
 console.log('| engine | tasks completed | seconds | tasks/s | pickup p50 ms | pickup p99 ms | goal |');
 console.log('|---|---|---|---|---|---|---|');
 for (const r of rows) {

@@ -207,7 +207,9 @@ export class TaskService {
     this.opts = deps.options;
     this.log = deps.log;
     this.bus.subscribe((tag) => {
-      if (tag === TASKS_PENDING_TAG || tag === null) for (const w of [...this.waiters]) w();
+      if (tag === null) for (const w of [...this.waiters]) w();
+      // One new task wakes one long-poll, not all of them (the others would only race for it).
+      else if (tag === TASKS_PENDING_TAG) this.waiters.values().next().value?.();
     });
   }
 
