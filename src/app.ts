@@ -30,9 +30,8 @@ import { tasksRoutes } from './faces/tasks/tasks.routes.ts';
 import { tasksWebhookRoutes } from './faces/tasks/webhooks.routes.ts';
 import { createPasswordHasher } from './platform/crypto/index.ts';
 import { createSecretBox } from './platform/crypto/secretbox.ts';
-import { AppError } from './platform/errors.ts';
 import { Jobs, Scheduler } from './platform/jobs/index.ts';
-import { checkAddress, createHttpOut, parseIp, type AllowPrivate } from './platform/http-out/index.ts';
+import { createHttpOut } from './platform/http-out/index.ts';
 import { createInvalidationBus, migrate, openDb, PostgresDb, type Db } from './platform/db/index.ts';
 import { createMailer } from './platform/mail/index.ts';
 import { createMetrics } from './platform/metrics/index.ts';
@@ -41,20 +40,6 @@ import { RateLimits } from './platform/ratelimit/index.ts';
 export const VERSION: string = (JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string }).version;
 
 /** Opens the database (or uses the one given), migrates it, and wires the services. */
-/**
- * Refuses a webhook URL whose host is a literal private address (or localhost) when it is stored, for
- * a clear error at once; names are resolved and checked again on every delivery attempt.
- */
-async function refusePrivateLiteral(url: string, allow: AllowPrivate): Promise<void> {
-  const host = new URL(url).hostname.replace(/^\[|\]$/g, '');
-  const literal = host === 'localhost' || host.endsWith('.localhost') ? '127.0.0.1' : parseIp(host) ? host : null;
-  if (literal === null) return;
-  const verdict = checkAddress(literal, allow);
-  if (!verdict.allowed) {
-    throw new AppError('VALIDATION_ERROR', `url points to a ${verdict.category} address, which webhooks may not reach`, { details: { field: 'url' } });
-  }
-}
-
 export async function createContext(
   config: Config,
   opts: { db?: Db; onMailError?: (err: unknown) => void; log?: { error(obj: unknown, msg: string): void } } = {},
@@ -79,7 +64,7 @@ export async function createContext(
     userAgent: `Mainspring/${VERSION} (+webhooks)`,
     timeoutMs: config.webhookTimeoutMs,
   });
-  const webhooks = new WebhookService({ db, secretBox, guardUrl: (url) => refusePrivateLiteral(url, config.allowPrivateUrls) });
+  const webhooks = new WebhookService({ db, secretBox, allowPrivate: config.allowPrivateUrls });
   const deliveries = new DeliveryEngine({
     db,
     secretBox,

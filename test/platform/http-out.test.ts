@@ -11,6 +11,7 @@ import {
   OutboundRequestError,
   type OutboundFailure,
   parseAllowPrivate,
+  refusedLiteralTarget,
 } from '../../src/platform/http-out/index.ts';
 
 const UA = 'Mainspring/test (+https://mainspring.example)';
@@ -593,4 +594,15 @@ describe('limits', { timeout: 15_000 }, () => {
     assert.match(err.message, /connection refused/);
     assert.doesNotMatch(err.message, /ECONNREFUSED|at |\//);
   });
+});
+
+test('refusedLiteralTarget: stored URLs with a literal private host or localhost are refused, names are left to connect time', () => {
+  const none = parseAllowPrivate(undefined);
+  assert.equal(refusedLiteralTarget('http://169.254.169.254/latest', none), 'cloud metadata');
+  assert.ok(refusedLiteralTarget('http://[::1]:8080/hook', none));
+  assert.ok(refusedLiteralTarget('http://localhost/hook', none));
+  assert.ok(refusedLiteralTarget('http://10.1.2.3/hook', none));
+  assert.equal(refusedLiteralTarget('https://example.com/hook', none), null);
+  assert.equal(refusedLiteralTarget('http://93.184.216.34/hook', none), null);
+  assert.equal(refusedLiteralTarget('http://127.0.0.1:9000/hook', parseAllowPrivate('127.0.0.1/32')), null);
 });

@@ -7,6 +7,7 @@ import { newId } from '../../platform/crypto/index.ts';
 import type { SecretBox } from '../../platform/crypto/secretbox.ts';
 import type { Db, Queryable } from '../../platform/db/index.ts';
 import { AppError } from '../../platform/errors.ts';
+import { refusedLiteralTarget, type AllowPrivate } from '../../platform/http-out/index.ts';
 import { recordAuditEvent, type RequestContext } from '../audit/service.ts';
 import { EVENT_TYPES, invalidPatterns } from './catalogue.ts';
 import { formatBody } from './payloads.ts';
@@ -56,9 +57,6 @@ export interface CreateSubscriptionInput {
   active?: boolean;
 }
 
-/** Checks a target URL before it is stored; delivery re-checks the resolved address on every attempt. */
-export type UrlGuard = (url: string) => Promise<void>;
-
 interface SubscriptionRow {
   id: string;
   face: FaceName;
@@ -91,12 +89,12 @@ function toSubscription(r: SubscriptionRow): WebhookSubscription {
 export class WebhookService {
   private readonly db: Db;
   private readonly box: SecretBox;
-  private readonly guardUrl: UrlGuard;
+  private readonly allowPrivate: AllowPrivate;
 
-  constructor(deps: { db: Db; secretBox: SecretBox; guardUrl: UrlGuard }) {
+  constructor(deps: { db: Db; secretBox: SecretBox; allowPrivate: AllowPrivate }) {
     this.db = deps.db;
     this.box = deps.secretBox;
-    this.guardUrl = deps.guardUrl;
+    this.allowPrivate = deps.allowPrivate;
   }
 
   /** Creates a subscription; when no secret is given one is generated and returned (shown once). */
@@ -235,15 +233,19 @@ export class WebhookService {
   /** Sends a `webhook.ping` event to this one subscription (not to the owner's other webhooks). */
   async ping(ownerId: string, subscriptionId: string): Promise<Delivery> {
     return this.db.transaction(async (tx) => {
-      const sub = await this.getOrThrow(ownerId, subscriptionId, tx);
-      const secretRow = await tx.query<{ secret_sealed: string }>(`SELECT secret_sealed FROM webhook_subscriptions WHERE id = $1`, [sub.id]);
+      const found = await tx.query<SubscriptionRow & { secret_sealed: string }>(
+        `SELECT ${SUB_COLUMNS}, secret_sealed FROM webhook_subscriptions WHERE id = $1 AND owner_id = $2`,
+        [subscriptionId, ownerId],
+      );
+      if (!found.rows[0]) throw new AppError('NOT_FOUND', 'Webhook not found');
+      const sub = toSubscription(found.rows[0]);
       const data = { webhook_id: sub.id, message: 'Mainspring webhook ping' };
       const ev = await tx.query<{ id: string; created_at: Date }>(
         `INSERT INTO events (id, owner_id, type, data, dispatched_at) VALUES ($1, $2, 'webhook.ping', $3::jsonb, clock_timestamp()) RETURNING id, created_at`,
         [newId('evt'), ownerId, JSON.stringify(data)],
       );
       const event = ev.rows[0]!;
-      const body = formatBody(sub.face, { id: event.id, type: 'webhook.ping', data, createdAt: event.created_at }, this.box.open(secretRow.rows[0]!.secret_sealed));
+      const body = formatBody(sub.face, { id: event.id, type: 'webhook.ping', data, createdAt: event.created_at }, this.box.open(found.rows[0].secret_sealed));
       const { rows } = await tx.query<DeliveryRow>(
         `INSERT INTO webhook_deliveries (id, subscription_id, event_id, event_type, body) VALUES ($1, $2, $3, 'webhook.ping', $4) RETURNING ${DELIVERY_COLUMNS}`,
         [newId('msg'), sub.id, event.id, body],
@@ -278,7 +280,12 @@ export class WebhookService {
       throw new AppError('VALIDATION_ERROR', 'url must use http or https', { details: { field: 'url' } });
     }
     if (url.length > 2048) throw new AppError('VALIDATION_ERROR', 'url must be at most 2048 characters', { details: { field: 'url' } });
-    await this.guardUrl(url);
+    // A literal private address is refused when stored, for a clear error at once; a name that
+    // resolves to one is refused at every delivery attempt.
+    const category = refusedLiteralTarget(url, this.allowPrivate);
+    if (category) {
+      throw new AppError('VALIDATION_ERROR', `url points to a ${category} address, which webhooks may not reach`, { details: { field: 'url' } });
+    }
   }
 }
 

@@ -269,7 +269,7 @@ export class TaskService {
    * come from the worker holding the task; reporting a terminal status again is a no-op.
    */
   async update(actor: Actor, id: string, u: TaskUpdate): Promise<Task> {
-    const changed = await this.db.transaction(async (tx) => {
+    return this.db.transaction(async (tx) => {
       const { rows } = await tx.query<TaskRow>(`SELECT * FROM tasks WHERE id = $1 AND ($2::boolean OR owner_id = $3) FOR UPDATE`, [id, actor.admin, actor.userId]);
       const row = rows[0];
       if (!row) throw new AppError('NOT_FOUND', 'Task not found');
@@ -277,7 +277,7 @@ export class TaskService {
         throw new AppError('CONFLICT', `Task is not held by worker ${u.workerId}`, { details: { assigned_worker: row.assigned_worker } });
       }
       const next = u.status ?? row.status;
-      if (next === row.status && TERMINAL.includes(next)) return { task: toTask(row), event: null };
+      if (next === row.status && TERMINAL.includes(next)) return toTask(row);
       if (next !== row.status && !TRANSITIONS[row.status].includes(next)) {
         throw new AppError('CONFLICT', `Task cannot go from ${row.status} to ${next}`, { details: { status: row.status, allowed: TRANSITIONS[row.status] } });
       }
@@ -304,9 +304,8 @@ export class TaskService {
       if (done && row.assigned_worker) await this.releaseWorker(tx, row.assigned_worker, next === 'completed');
       if (requeued) await this.bus.publish(tx, TASKS_PENDING_TAG);
       if (next !== row.status) await this.emitStatus(tx, task);
-      return { task, event: next };
+      return task;
     });
-    return changed.task;
   }
 
   /** Deletes a task; a pending or running one is cancelled first (its worker is freed). */

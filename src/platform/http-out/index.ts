@@ -14,7 +14,7 @@ import { request as httpRequest, type IncomingHttpHeaders, type IncomingMessage,
 import { request as httpsRequest } from 'node:https';
 import { isIP, type LookupFunction } from 'node:net';
 import { performance } from 'node:perf_hooks';
-import { type AllowPrivate, checkAddress } from './address.ts';
+import { type AllowPrivate, checkAddress, parseIp } from './address.ts';
 import { OutboundRequestError } from './errors.ts';
 
 export {
@@ -408,4 +408,17 @@ function readBody(res: IncomingMessage, maxBytes: number, signal: AbortSignal, u
       if (!res.complete) finish(new OutboundRequestError('connection_failed', `The connection to ${url.host} closed before the response was complete`, { url: displayUrl(url) }));
     });
   });
+}
+
+/**
+ * For a URL being stored: the blocked category of its host when the host is a literal address (or
+ * `localhost`) the policy refuses, else null. Names are not resolved here; every connection checks
+ * the address it really uses.
+ */
+export function refusedLiteralTarget(url: string, allow: AllowPrivate): string | null {
+  const host = new URL(url).hostname.replace(/^\[|\]$/g, '');
+  const literal = host === 'localhost' || host.endsWith('.localhost') ? '127.0.0.1' : parseIp(host) ? host : null;
+  if (literal === null) return null;
+  const verdict = checkAddress(literal, allow);
+  return verdict.allowed ? null : verdict.category;
 }
