@@ -11,11 +11,13 @@ import type { Config } from './config.ts';
 import { createAccessTokenSigner } from './domains/identity/tokens.ts';
 import { IdentityService } from './domains/identity/service.ts';
 import { automationAuthRoutes } from './faces/automation/auth.routes.ts';
+import { automationChatRoutes } from './faces/automation/chat.routes.ts';
 import { databasesAuthRoutes } from './faces/databases/auth.routes.ts';
 import { monitoringAuthRoutes } from './faces/monitoring/auth.routes.ts';
 import type { AppContext, AppJobs } from './faces/shared/context.ts';
 import { genRequestId, handleFrameworkError, installConventions } from './faces/shared/conventions.ts';
 import { registerFace } from './faces/shared/plugin.ts';
+import { createAi } from './platform/ai/index.ts';
 import { systemRoutes } from './faces/system/routes.ts';
 import { tasksAuroraRoutes } from './faces/tasks/aurora.routes.ts';
 import { tasksAuthRoutes } from './faces/tasks/auth.routes.ts';
@@ -109,7 +111,8 @@ export async function createContext(
     },
   });
   const cluster = new ClusterService({ db, version: VERSION, log });
-  return { config, db, invalidation, identity, tasks, cluster, webhooks, deliveries, jobs, scheduler, limits, metrics, mailer, version: VERSION, startedAt: new Date() };
+  const ai = createAi({ config: config.ai, db, registry: metrics.registry, log });
+  return { config, db, invalidation, identity, tasks, cluster, webhooks, deliveries, jobs, scheduler, limits, metrics, mailer, ai, version: VERSION, startedAt: new Date() };
 }
 
 export async function closeContext(ctx: AppContext): Promise<void> {
@@ -169,6 +172,7 @@ export async function buildApp(ctx: AppContext, opts: { logger?: boolean } = {})
   registerFace(app, ctx, 'monitoring', monitoringAuthRoutes);
   registerFace(app, ctx, 'databases', databasesAuthRoutes);
   registerFace(app, ctx, 'automation', automationAuthRoutes);
+  registerFace(app, ctx, 'automation', automationChatRoutes);
 
   app.get('/openapi.json', { config: { rateLimit: false }, schema: { hide: true } }, async () => app.swagger());
   await app.ready();

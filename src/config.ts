@@ -80,6 +80,11 @@ const boolish = z
   .enum(['true', 'false', '1', '0', 'yes', 'no'])
   .transform((v) => v === 'true' || v === '1' || v === 'yes');
 
+const aiPricesOverride = z.record(
+  z.string().regex(/^(openai|anthropic|ollama)\/.+$/, 'keys are provider/model'),
+  z.object({ input: z.number().min(0), output: z.number().min(0).default(0) }),
+);
+
 const envSchema = z.object({
   PORT: z.coerce.number().int().min(0).max(65535).default(8080),
   HOST: z.string().min(1).default('0.0.0.0'),
@@ -134,6 +139,35 @@ const envSchema = z.object({
   HARMONY_PRECISION: z.enum(PRECISIONS).default('FP32'),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
   PASSWORD_HASH_MEMORY_KIB: z.coerce.number().int().min(1024).default(19456),
+  OPENAI_API_KEY: z.string().min(1).optional(),
+  OPENAI_BASE_URL: z.url().optional(),
+  OPENAI_MODEL: z.string().min(1).max(200).default('gpt-4o-mini'),
+  OPENAI_EMBEDDING_MODEL: z.string().min(1).max(200).default('text-embedding-3-small'),
+  ANTHROPIC_API_KEY: z.string().min(1).optional(),
+  ANTHROPIC_BASE_URL: z.url().optional(),
+  ANTHROPIC_MODEL: z.string().min(1).max(200).default('claude-sonnet-4-5'),
+  OLLAMA_HOST: z.string().min(1).optional(),
+  OLLAMA_MODEL: z.string().min(1).max(200).default('llama3.2'),
+  OLLAMA_EMBEDDING_MODEL: z.string().min(1).max(200).default('nomic-embed-text'),
+  AI_DEFAULT_PROVIDER: z.enum(['openai', 'anthropic', 'ollama']).optional(),
+  AI_EMBEDDING_PROVIDER: z.enum(['openai', 'ollama', 'local']).optional(),
+  AI_TIMEOUT_MS: z.coerce.number().int().min(100).max(600_000).default(60_000),
+  AI_MAX_RETRIES: z.coerce.number().int().min(0).max(10).default(2),
+  AI_RETRY_MAX_WAIT_MS: z.coerce.number().int().min(0).max(300_000).default(20_000),
+  AI_BREAKER_THRESHOLD: z.coerce.number().int().min(1).max(1000).default(5),
+  AI_BREAKER_COOLDOWN_MS: z.coerce.number().int().min(100).max(3_600_000).default(30_000),
+  AI_PRICES: z
+    .string()
+    .optional()
+    .transform((raw, ctx) => {
+      if (!raw) return {};
+      try {
+        return aiPricesOverride.parse(JSON.parse(raw));
+      } catch (err) {
+        ctx.addIssue({ code: 'custom', message: `must be JSON like {"openai/my-model":{"input":0.5,"output":1.5}} (USD per million tokens): ${String(err)}` });
+        return z.NEVER;
+      }
+    }),
   ALLOW_PRIVATE_URLS: z
     .string()
     .optional()
@@ -196,6 +230,29 @@ export interface Config {
   harmonyOptimizations: { quantization: Toggle; pruning: Toggle; precision: Precision };
   /** Private address ranges outbound requests (webhooks, monitored pages) may reach; none by default. */
   allowPrivateUrls: AllowPrivate;
+  /** Model providers (see `src/platform/ai`); a provider is configured when its key or host is set. */
+  ai: AiConfig;
+}
+
+export const AI_PROVIDERS = ['openai', 'anthropic', 'ollama'] as const;
+export type AiProviderId = (typeof AI_PROVIDERS)[number];
+
+export interface AiConfig {
+  openai: { apiKey: string | undefined; baseUrl: string | undefined; model: string; embeddingModel: string };
+  anthropic: { apiKey: string | undefined; baseUrl: string | undefined; model: string };
+  ollama: { host: string | undefined; model: string; embeddingModel: string };
+  /** Provider used when neither the request nor the user's setting names one; else the first configured. */
+  defaultProvider: AiProviderId | undefined;
+  /** Where embeddings come from; default: OpenAI when configured, else Ollama when configured, else local. */
+  embeddingProvider: 'openai' | 'ollama' | 'local' | undefined;
+  timeoutMs: number;
+  maxRetries: number;
+  /** Longest Retry-After the layer waits out before giving the error to the caller instead. */
+  retryMaxWaitMs: number;
+  breakerThreshold: number;
+  breakerCooldownMs: number;
+  /** Extra or overriding prices, USD per million tokens, keyed `provider/model`. */
+  prices: Record<string, { input: number; output: number }>;
 }
 
 export class ConfigError extends Error {}
@@ -268,6 +325,19 @@ export function loadConfig(env: Env = process.env): Config {
     harmonySyncInterval: e.HARMONY_SYNC_INTERVAL,
     harmonyOptimizations: { quantization: e.HARMONY_QUANTIZATION, pruning: e.HARMONY_PRUNING, precision: e.HARMONY_PRECISION },
     allowPrivateUrls: e.ALLOW_PRIVATE_URLS,
+    ai: {
+      openai: { apiKey: e.OPENAI_API_KEY, baseUrl: e.OPENAI_BASE_URL, model: e.OPENAI_MODEL, embeddingModel: e.OPENAI_EMBEDDING_MODEL },
+      anthropic: { apiKey: e.ANTHROPIC_API_KEY, baseUrl: e.ANTHROPIC_BASE_URL, model: e.ANTHROPIC_MODEL },
+      ollama: { host: e.OLLAMA_HOST, model: e.OLLAMA_MODEL, embeddingModel: e.OLLAMA_EMBEDDING_MODEL },
+      defaultProvider: e.AI_DEFAULT_PROVIDER,
+      embeddingProvider: e.AI_EMBEDDING_PROVIDER,
+      timeoutMs: e.AI_TIMEOUT_MS,
+      maxRetries: e.AI_MAX_RETRIES,
+      retryMaxWaitMs: e.AI_RETRY_MAX_WAIT_MS,
+      breakerThreshold: e.AI_BREAKER_THRESHOLD,
+      breakerCooldownMs: e.AI_BREAKER_COOLDOWN_MS,
+      prices: e.AI_PRICES,
+    },
   };
 }
 

@@ -4,6 +4,7 @@ import type { DeliveryEngine } from '../../domains/events/delivery.ts';
 import type { WebhookService } from '../../domains/events/webhooks.ts';
 import type { IdentityService } from '../../domains/identity/service.ts';
 import type { TaskService } from '../../domains/tasks/service.ts';
+import type { AiService } from '../../platform/ai/index.ts';
 import type { Db, InvalidationBus } from '../../platform/db/index.ts';
 import type { Jobs, Scheduler } from '../../platform/jobs/index.ts';
 import type { Mailer } from '../../platform/mail/index.ts';
@@ -35,6 +36,8 @@ export interface AppContext {
   limits: RateLimits;
   metrics: Metrics;
   mailer: Mailer;
+  /** Model providers (chat, tools, structured output, embeddings) with per-user usage records. */
+  ai: AiService;
   version: string;
   startedAt: Date;
 }
