@@ -111,7 +111,7 @@ export async function createContext(
     },
   });
   const cluster = new ClusterService({ db, version: VERSION, log });
-  const ai = createAi({ config: config.ai, db, registry: metrics.registry, log });
+  const ai = createAi({ config: config.ai, db, bus: invalidation, registry: metrics.registry, log });
   return { config, db, invalidation, identity, tasks, cluster, webhooks, deliveries, jobs, scheduler, limits, metrics, mailer, ai, version: VERSION, startedAt: new Date() };
 }
 
@@ -121,6 +121,7 @@ export async function closeContext(ctx: AppContext): Promise<void> {
   await ctx.deliveries.stop();
   await ctx.scheduler.stop();
   await ctx.jobs.stop();
+  await ctx.ai.flush();
   await ctx.invalidation.close();
   ctx.mailer.close();
   await ctx.limits.close();

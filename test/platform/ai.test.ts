@@ -84,6 +84,7 @@ describe('AI layer over the OpenAI Chat Completions protocol', () => {
       { role: 'system', content: 'Be brief.' },
       { role: 'user', content: 'Capital of France?' },
     ]);
+    await ai.flush();
     const { rows } = await s.ctx.db.query<{ input_tokens: number; output_tokens: number; cost_usd: string; ok: boolean; operation: string }>(
       'SELECT input_tokens, output_tokens, cost_usd, ok, operation FROM ai_usage WHERE user_id = $1 ORDER BY id DESC LIMIT 1',
       [userId],

@@ -1,7 +1,7 @@
 /** Model providers behind one interface; see `service.ts`. */
 import type { Registry } from 'prom-client';
 import type { AiConfig } from '../../config.ts';
-import type { Db } from '../db/index.ts';
+import type { Db, InvalidationBus } from '../db/index.ts';
 import { counter, histogram } from '../jobs/observe.ts';
 import { AiService } from './service.ts';
 
@@ -15,7 +15,7 @@ export * from './service.ts';
 (globalThis as { AI_SDK_LOG_WARNINGS?: boolean }).AI_SDK_LOG_WARNINGS = false;
 
 /** The service with its Prometheus metrics registered. */
-export function createAi(deps: { config: AiConfig; db: Db; registry: Registry; log?: { error(obj: unknown, msg: string): void } }): AiService {
+export function createAi(deps: { config: AiConfig; db: Db; bus?: InvalidationBus; registry: Registry; log?: { error(obj: unknown, msg: string): void } }): AiService {
   const attempts = counter(deps.registry, 'ai_provider_requests_total', 'HTTP requests to model providers by outcome', ['provider', 'outcome', 'status']);
   const calls = counter(deps.registry, 'ai_calls_total', 'Model calls by provider, operation and result', ['provider', 'operation', 'result']);
   const tokens = counter(deps.registry, 'ai_tokens_total', 'Tokens used by provider and direction', ['provider', 'direction']);
@@ -23,6 +23,7 @@ export function createAi(deps: { config: AiConfig; db: Db; registry: Registry; l
   return new AiService({
     config: deps.config,
     db: deps.db,
+    bus: deps.bus,
     log: deps.log,
     onAttempt: (provider, outcome, status) => attempts.inc({ provider, outcome, status: status === null ? 'none' : String(status) }),
     onCall: (r) => {

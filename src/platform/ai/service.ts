@@ -19,7 +19,7 @@ import {
 } from 'ai';
 import type { z } from 'zod';
 import type { AiConfig, AiProviderId } from '../../config.ts';
-import type { Db } from '../db/index.ts';
+import type { Db, InvalidationBus } from '../db/index.ts';
 import { AppError, isAppError } from '../errors.ts';
 import { CircuitOpenError, ProviderTimeoutError, ProviderUnreachableError } from './fetch.ts';
 import { LOCAL_EMBEDDING_DIMENSIONS, LOCAL_EMBEDDING_MODEL, localEmbedding, localTokenCount } from './local-embedding.ts';
@@ -280,6 +280,8 @@ export function mapAiError(err: unknown, provider: string, model: string): AppEr
 export interface AiServiceDeps {
   config: AiConfig;
   db: Db;
+  /** Evicts cached user settings in every process; without it settings are read on every call. */
+  bus?: InvalidationBus;
   log?: { error(obj: unknown, msg: string): void };
   /** Called per HTTP attempt to a provider (for metrics). */
   onAttempt?: (provider: AiProviderId, outcome: 'ok' | 'retry' | 'error', status: number | null) => void;
@@ -292,7 +294,6 @@ export class AiService {
   readonly prices: PriceTable;
   readonly usage: UsageStore;
   private readonly config: AiConfig;
-  private readonly log: AiServiceDeps['log'];
   private readonly onCall: AiServiceDeps['onCall'];
 
   constructor(deps: AiServiceDeps) {
@@ -303,8 +304,7 @@ export class AiService {
       anthropic: deps.config.anthropic.baseUrl,
       ollama: deps.config.ollama.host,
     });
-    this.usage = new UsageStore(deps.db);
-    this.log = deps.log;
+    this.usage = new UsageStore(deps.db, deps.bus, (err) => deps.log?.error({ err }, 'recording AI usage failed'));
     this.onCall = deps.onCall;
   }
 
@@ -352,7 +352,7 @@ export class AiService {
         abortSignal: opts.signal,
       });
       const result = this.finish(r, res.text, usageOf(res.usage), String(res.finishReason), started);
-      await this.record(opts, r, 'chat', result.usage, result.cost, started, null);
+      this.record(opts, r, 'chat', result.usage, result.cost, started, null);
       return result;
     } catch (err) {
       throw await this.fail(err, opts, r, 'chat', started);
@@ -424,7 +424,7 @@ export class AiService {
       throw mapped;
     }
     const out = this.finish(r, text, usage, finishReason, started);
-    await this.record(opts, r, 'stream', out.usage, out.cost, started, null);
+    this.record(opts, r, 'stream', out.usage, out.cost, started, null);
     settle.resolve(out);
   }
 
@@ -520,7 +520,7 @@ export class AiService {
       throw await this.fail(err, opts, r, 'tools', started, usage);
     }
     const out = this.finish(r, text, usage, finishReason, started);
-    await this.record(opts, r, 'tools', out.usage, out.cost, started, null);
+    this.record(opts, r, 'tools', out.usage, out.cost, started, null);
     const last = added.at(-1);
     return { ...out, steps, modelCalls, stoppedBy: last?.role === 'assistant' && !last.toolCalls ? 'answer' : 'step_limit', messages: added };
   }
@@ -563,12 +563,12 @@ export class AiService {
       const problems = validate(raw, schema);
       if (problems.ok) {
         const out = this.finish(r, raw, usage, finishReason, started);
-        await this.record(opts, r, 'object', out.usage, out.cost, started, null);
+        this.record(opts, r, 'object', out.usage, out.cost, started, null);
         return { ...out, object: problems.value as z.infer<S>, repaired: attempt > 0 };
       }
       if (attempt === 1) {
         const cost = this.prices.costOf(r.provider, r.model, usage.inputTokens, usage.outputTokens);
-        await this.record(opts, r, 'object', usage, cost, started, 'INVALID_OUTPUT');
+        this.record(opts, r, 'object', usage, cost, started, 'INVALID_OUTPUT');
         throw new AppError('SERVICE_UNAVAILABLE', `The model did not produce valid output after one repair attempt: ${problems.summary}`, {
           details: { provider: r.provider, model: r.model, reason: 'invalid_output', issues: problems.issues, output: raw.slice(0, 2000) },
         });
@@ -594,7 +594,7 @@ export class AiService {
       const embeddings = texts.map((t) => localEmbedding(t));
       const inputTokens = localTokenCount(texts);
       const durationMs = performance.now() - started;
-      await this.record(opts, { provider: 'local' as AiProviderId, model: 'hash-384' }, 'embed', { inputTokens, outputTokens: 0, totalTokens: inputTokens }, null, started, null);
+      this.record(opts, { provider: 'local' as AiProviderId, model: 'hash-384' }, 'embed', { inputTokens, outputTokens: 0, totalTokens: inputTokens }, null, started, null);
       return { model: LOCAL_EMBEDDING_MODEL, provider: 'local', dimensions: LOCAL_EMBEDDING_DIMENSIONS, embeddings, usage: { inputTokens }, cost: null, durationMs };
     }
     const model = provider === 'openai' ? this.config.openai.embeddingModel : this.config.ollama.embeddingModel;
@@ -608,7 +608,7 @@ export class AiService {
         inputTokens += res.usage?.tokens ?? 0;
       }
       const cost = this.prices.costOf(provider, model, inputTokens, 0);
-      await this.record(opts, r, 'embed', { inputTokens, outputTokens: 0, totalTokens: inputTokens }, cost, started, null);
+      this.record(opts, r, 'embed', { inputTokens, outputTokens: 0, totalTokens: inputTokens }, cost, started, null);
       return { model: `${provider}/${model}`, provider, dimensions: embeddings[0]?.length ?? 0, embeddings, usage: { inputTokens }, cost, durationMs: performance.now() - started };
     } catch (err) {
       throw await this.fail(err, opts, r, 'embed', started);
@@ -645,11 +645,11 @@ export class AiService {
   private async fail(err: unknown, opts: { userId?: string | null; purpose?: string }, r: Resolved, op: UsageRecord['operation'], started: number, usage = ZERO): Promise<AppError> {
     const mapped = mapAiError(err, r.provider, r.model);
     const cost = usage.totalTokens ? this.prices.costOf(r.provider, r.model, usage.inputTokens, usage.outputTokens) : null;
-    await this.record(opts, r, op, usage, cost, started, mapped.code);
+    this.record(opts, r, op, usage, cost, started, mapped.code);
     return mapped;
   }
 
-  private async record(
+  private record(
     opts: { userId?: string | null; purpose?: string },
     r: Resolved,
     operation: UsageRecord['operation'],
@@ -657,7 +657,7 @@ export class AiService {
     cost: number | null,
     started: number,
     errorCode: string | null,
-  ): Promise<void> {
+  ): void {
     const rec: UsageRecord = {
       userId: opts.userId ?? null,
       provider: r.provider,
@@ -672,12 +672,12 @@ export class AiService {
       errorCode,
     };
     this.onCall?.(rec);
-    try {
-      await this.usage.record(rec);
-    } catch (err) {
-      // A lost usage row must not fail the user's call.
-      this.log?.error({ err }, 'recording AI usage failed');
-    }
+    this.usage.record(rec);
+  }
+
+  /** Writes pending usage rows (call before shutdown). */
+  flush(): Promise<void> {
+    return this.usage.flush();
   }
 }
 

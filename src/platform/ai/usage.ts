@@ -1,5 +1,5 @@
 /** Per-call usage records (tokens, cost, time) and each user's preferred provider and model. */
-import type { Db, Migration } from '../db/index.ts';
+import type { Db, InvalidationBus, Migration } from '../db/index.ts';
 
 export const aiMigrations: Migration[] = [
   {
@@ -72,21 +72,81 @@ export interface UserAiSetting {
   model: string | null;
 }
 
+const FLUSH_DELAY_MS = 100;
+const FLUSH_BATCH = 500;
+const SETTING_TTL_MS = 30_000;
+
+/**
+ * Usage rows are written in batches off the caller's path (a model call never waits for its usage
+ * row); `flush()` writes what is pending, and summaries flush first so a user sees their own calls.
+ * User settings are cached briefly and evicted in every process when one changes.
+ */
 export class UsageStore {
   private readonly db: Db;
-  constructor(db: Db) {
+  private readonly bus: InvalidationBus | undefined;
+  private readonly onError: (err: unknown) => void;
+  private pending: UsageRecord[] = [];
+  private timer: NodeJS.Timeout | null = null;
+  private flushing: Promise<void> = Promise.resolve();
+  private readonly settings = new Map<string, { value: UserAiSetting; at: number }>();
+
+  constructor(db: Db, bus?: InvalidationBus, onError: (err: unknown) => void = () => {}) {
     this.db = db;
+    this.bus = bus;
+    this.onError = onError;
+    bus?.subscribe((tag) => {
+      if (tag === null) this.settings.clear();
+      else if (tag.startsWith('ai-setting:')) this.settings.delete(tag.slice('ai-setting:'.length));
+    });
   }
 
-  async record(r: UsageRecord): Promise<void> {
-    await this.db.query(
-      `INSERT INTO ai_usage (user_id, provider, model, operation, purpose, input_tokens, output_tokens, cost_usd, duration_ms, ok, error_code)
-       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)`,
-      [r.userId, r.provider, r.model, r.operation, r.purpose, r.inputTokens, r.outputTokens, r.cost, Math.round(r.durationMs), r.ok, r.errorCode],
-    );
+  record(r: UsageRecord): void {
+    this.pending.push(r);
+    if (this.pending.length >= FLUSH_BATCH) void this.flush();
+    else this.timer ??= setTimeout(() => void this.flush(), FLUSH_DELAY_MS);
+  }
+
+  /** Writes every pending row; resolves when they are stored (a failed batch is logged, not retried). */
+  flush(): Promise<void> {
+    if (this.timer) {
+      clearTimeout(this.timer);
+      this.timer = null;
+    }
+    const batch = this.pending;
+    this.pending = [];
+    this.flushing = this.flushing.then(async () => {
+      if (!batch.length) return;
+      const col = <K extends keyof UsageRecord>(k: K) => batch.map((r) => r[k]);
+      try {
+        // Rows of users deleted meanwhile are dropped rather than failing the batch.
+        await this.db.query(
+          `INSERT INTO ai_usage (user_id, provider, model, operation, purpose, input_tokens, output_tokens, cost_usd, duration_ms, ok, error_code)
+           SELECT v.* FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::int[], $7::int[], $8::numeric[], $9::int[], $10::boolean[], $11::text[])
+                  AS v(user_id, provider, model, operation, purpose, input_tokens, output_tokens, cost_usd, duration_ms, ok, error_code)
+            WHERE v.user_id IS NULL OR EXISTS (SELECT 1 FROM users u WHERE u.id = v.user_id)`,
+          [
+            col('userId'),
+            col('provider'),
+            col('model'),
+            col('operation'),
+            col('purpose'),
+            col('inputTokens'),
+            col('outputTokens'),
+            col('cost'),
+            batch.map((r) => Math.round(r.durationMs)),
+            col('ok'),
+            col('errorCode'),
+          ],
+        );
+      } catch (err) {
+        this.onError(err);
+      }
+    });
+    return this.flushing;
   }
 
   async summary(userId: string, since: Date): Promise<UsageSummary> {
+    await this.flush();
     const { rows } = await this.db.query<{
       provider: string;
       model: string;
@@ -124,18 +184,26 @@ export class UsageStore {
   }
 
   async getSetting(userId: string): Promise<UserAiSetting> {
+    const hit = this.settings.get(userId);
+    if (hit && this.bus?.reliable && Date.now() - hit.at < SETTING_TTL_MS) return hit.value;
     const { rows } = await this.db.query<{ provider: string | null; model: string | null }>(
       'SELECT provider, model FROM ai_user_settings WHERE user_id = $1',
       [userId],
     );
-    return rows[0] ?? { provider: null, model: null };
+    const value = rows[0] ?? { provider: null, model: null };
+    if (this.bus) this.settings.set(userId, { value, at: Date.now() });
+    return value;
   }
 
   async setSetting(userId: string, s: UserAiSetting): Promise<void> {
-    await this.db.query(
-      `INSERT INTO ai_user_settings (user_id, provider, model) VALUES ($1, $2, $3)
-       ON CONFLICT (user_id) DO UPDATE SET provider = EXCLUDED.provider, model = EXCLUDED.model, updated_at = now()`,
-      [userId, s.provider, s.model],
-    );
+    await this.db.transaction(async (tx) => {
+      await tx.query(
+        `INSERT INTO ai_user_settings (user_id, provider, model) VALUES ($1, $2, $3)
+         ON CONFLICT (user_id) DO UPDATE SET provider = EXCLUDED.provider, model = EXCLUDED.model, updated_at = now()`,
+        [userId, s.provider, s.model],
+      );
+      if (this.bus) await this.bus.publish(tx, `ai-setting:${userId}`);
+    });
+    this.settings.delete(userId);
   }
 }
