@@ -10,6 +10,7 @@ import { z } from 'zod';
 import { isAppError, type AppError } from '../../src/platform/errors.ts';
 import type { AiService, ToolStep } from '../../src/platform/ai/index.ts';
 import { startAnthropicServer, startOllamaServer, startOpenAiServer, type FakeLlmServer } from '../helpers/llm-servers.ts';
+import { closedPort } from '../helpers/ports.ts';
 import { registerUser, startTestServer, type TestServer } from '../helpers/server.ts';
 
 type Body = Record<string, unknown> & { messages?: Record<string, unknown>[] };
@@ -560,5 +561,77 @@ describe('AI layer with no provider configured', () => {
     assert.ok(cos(a, b) > cos(a, c) + 0.2, `related ${cos(a, b)} vs unrelated ${cos(a, c)}`);
     assert.deepEqual((await s.ctx.ai.embed(['Postgres branches for every pull request'])).embeddings[0], a);
     assert.deepEqual((await s.ctx.ai.embed([''])).embeddings[0]!.every((x) => x === 0), true);
+  });
+});
+
+describe('AI layer: structured output on every provider, unreachable servers, breaker recovery', () => {
+  let anthropic: FakeLlmServer;
+  let ollama: FakeLlmServer;
+  let s: TestServer;
+  const schema = z.object({ city: z.string(), population: z.number().int().positive() });
+
+  before(async () => {
+    anthropic = await startAnthropicServer();
+    ollama = await startOllamaServer();
+    s = await startTestServer({ ANTHROPIC_API_KEY: 'k', ANTHROPIC_BASE_URL: anthropic.url, ANTHROPIC_MODEL: 'claude-sonnet-4-5', OLLAMA_HOST: ollama.url });
+  });
+  after(async () => {
+    await s.close();
+    await anthropic.close();
+    await ollama.close();
+  });
+
+  test('Anthropic: the schema is sent and the answer validated', async () => {
+    anthropic.setHandler((req) => {
+      // Depending on the model the SDK asks for native structured output or forces a `json` tool.
+      const forced = req.tools.find((t) => t.name === 'json');
+      return forced ? { toolCalls: [{ name: 'json', arguments: { city: 'Lyon', population: 522000 } }] } : { text: '{"city":"Lyon","population":522000}' };
+    });
+    try {
+      const r = await s.ctx.ai.object([{ role: 'user', content: 'Biggest city near the Alps?' }], schema, { provider: 'anthropic' });
+      assert.deepEqual(r.object, { city: 'Lyon', population: 522000 });
+      const body = lastChatBody(anthropic, '/v1/messages');
+      assert.ok(body.output_config || (body.tools as { name: string }[] | undefined)?.some((t) => t.name === 'json'), 'the schema reached the provider');
+    } finally {
+      anthropic.setHandler(null);
+    }
+  });
+
+  test('Ollama: the schema goes in `format`; an invalid answer is repaired once', async () => {
+    ollama.queue({ text: '{"city":"Bern"}' }, { text: '{"city":"Bern","population":134000}' });
+    const r = await s.ctx.ai.object([{ role: 'user', content: 'Capital of Switzerland?' }], schema, { provider: 'ollama' });
+    assert.deepEqual(r.object, { city: 'Bern', population: 134000 });
+    assert.equal(r.repaired, true);
+    const format = lastChatBody(ollama, '/api/chat').format as { properties: Record<string, unknown> };
+    assert.deepEqual(Object.keys(format.properties).sort(), ['city', 'population']);
+  });
+
+  test('a provider that cannot be reached is SERVICE_UNAVAILABLE after the retries', async () => {
+    const dead = await startTestServer({ OPENAI_BASE_URL: `http://127.0.0.1:${await closedPort()}/v1`, AI_MAX_RETRIES: '1' });
+    try {
+      const err = await rejects(dead.ctx.ai.chat([{ role: 'user', content: 'x' }]));
+      assert.equal(err.code, 'SERVICE_UNAVAILABLE');
+      assert.equal(err.details!.reason, 'unreachable');
+      assert.match(err.message, /ECONNREFUSED/);
+    } finally {
+      await dead.close();
+    }
+  });
+
+  test('an open breaker lets one trial through after the cool-down and closes when it succeeds', async () => {
+    const srv = await startOpenAiServer();
+    const t = await startTestServer({ OPENAI_BASE_URL: `${srv.url}/v1`, AI_MAX_RETRIES: '0', AI_BREAKER_THRESHOLD: '2', AI_BREAKER_COOLDOWN_MS: '300' });
+    try {
+      srv.failNext(502, { times: 2 });
+      for (let i = 0; i < 2; i++) await rejects(t.ctx.ai.chat([{ role: 'user', content: 'x' }]));
+      assert.equal((await rejects(t.ctx.ai.chat([{ role: 'user', content: 'x' }]))).details!.reason, 'circuit_open');
+      await new Promise((r) => setTimeout(r, 350));
+      srv.queue({ text: 'back' });
+      assert.equal((await t.ctx.ai.chat([{ role: 'user', content: 'x' }])).text, 'back');
+      assert.equal(t.ctx.ai.providers.breakers.openai.state, 'closed');
+    } finally {
+      await t.close();
+      await srv.close();
+    }
   });
 });
