@@ -66,6 +66,8 @@ export async function createContext(
     userAgent: `Mainspring/${VERSION} (+webhooks)`,
     timeoutMs: config.webhookTimeoutMs,
   });
+  // Requests on users' behalf other than webhooks (monitored pages, enrichment), per call limits.
+  const outbound = createHttpOut({ allowPrivate: config.allowPrivateUrls, userAgent: `Mainspring/${VERSION}`, timeoutMs: 30_000 });
   const webhooks = new WebhookService({ db, secretBox, allowPrivate: config.allowPrivateUrls });
   const deliveries = new DeliveryEngine({
     db,
@@ -112,7 +114,7 @@ export async function createContext(
   });
   const cluster = new ClusterService({ db, version: VERSION, log });
   const ai = createAi({ config: config.ai, db, bus: invalidation, registry: metrics.registry, log });
-  return { config, db, invalidation, identity, tasks, cluster, webhooks, deliveries, jobs, scheduler, limits, metrics, mailer, ai, version: VERSION, startedAt: new Date() };
+  return { config, db, invalidation, identity, tasks, cluster, webhooks, deliveries, jobs, scheduler, limits, metrics, mailer, ai, outbound, version: VERSION, startedAt: new Date() };
 }
 
 export async function closeContext(ctx: AppContext): Promise<void> {

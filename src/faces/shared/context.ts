@@ -6,6 +6,7 @@ import type { IdentityService } from '../../domains/identity/service.ts';
 import type { TaskService } from '../../domains/tasks/service.ts';
 import type { AiService } from '../../platform/ai/index.ts';
 import type { Db, InvalidationBus } from '../../platform/db/index.ts';
+import type { HttpOut } from '../../platform/http-out/index.ts';
 import type { Jobs, Scheduler } from '../../platform/jobs/index.ts';
 import type { Mailer } from '../../platform/mail/index.ts';
 import type { Metrics } from '../../platform/metrics/index.ts';
@@ -38,6 +39,8 @@ export interface AppContext {
   mailer: Mailer;
   /** Model providers (chat, tools, structured output, embeddings) with per-user usage records. */
   ai: AiService;
+  /** The SSRF-guarded client for requests made on users' behalf (pages, enrichment); not webhooks. */
+  outbound: HttpOut;
   version: string;
   startedAt: Date;
 }
