@@ -156,6 +156,14 @@ const envSchema = z.object({
   AI_RETRY_MAX_WAIT_MS: z.coerce.number().int().min(0).max(300_000).default(20_000),
   AI_BREAKER_THRESHOLD: z.coerce.number().int().min(1).max(1000).default(5),
   AI_BREAKER_COOLDOWN_MS: z.coerce.number().int().min(100).max(3_600_000).default(30_000),
+  CHROMIUM_PATH: z.string().min(1).optional(),
+  MONITOR_MAX_SOURCES: z.string().optional(),
+  MONITOR_MIN_INTERVAL_MINUTES: z.string().optional(),
+  MONITOR_CONCURRENCY: z.coerce.number().int().min(1).max(1000).default(16),
+  MONITOR_HOST_CONCURRENCY: z.coerce.number().int().min(1).max(100).default(2),
+  MONITOR_MAX_BODY_BYTES: z.coerce.number().int().min(1024).max(100 * 1024 * 1024).default(5 * 1024 * 1024),
+  MONITOR_HISTORY_KEEP: z.coerce.number().int().min(1).max(1_000_000).default(1000),
+  MONITOR_HISTORY_DAYS: z.coerce.number().int().min(1).max(3650).default(90),
   AI_PRICES: z
     .string()
     .optional()
@@ -232,6 +240,39 @@ export interface Config {
   allowPrivateUrls: AllowPrivate;
   /** Model providers (see `src/platform/ai`); a provider is configured when its key or host is set. */
   ai: AiConfig;
+  monitoring: MonitoringConfig;
+}
+
+export interface MonitoringConfig {
+  /** Chromium for `fetcher: browser`; unset = look in the usual places (Debian's /usr/bin/chromium). */
+  chromiumPath: string | undefined;
+  /** Most sources a user of each tier may have. */
+  maxSources: Record<Tier, number>;
+  /** Shortest check interval per tier, minutes. */
+  minIntervalMinutes: Record<Tier, number>;
+  concurrency: number;
+  hostConcurrency: number;
+  maxBodyBytes: number;
+  /** History kept per source: the newest N entries, and none older than D days. */
+  historyKeep: number;
+  historyDays: number;
+}
+
+export const DEFAULT_MONITOR_MAX_SOURCES: Record<Tier, number> = { free: 10, developer: 50, pro: 100, team: 1000, enterprise: 10000 };
+export const DEFAULT_MONITOR_MIN_INTERVAL: Record<Tier, number> = { free: 60, developer: 15, pro: 5, team: 1, enterprise: 1 };
+
+/** `free=20,pro=500` → per-tier values over the defaults. */
+function tierNumbers(raw: string | undefined, defaults: Record<Tier, number>, name: string): Record<Tier, number> {
+  const out = { ...defaults };
+  if (!raw) return out;
+  for (const part of raw.split(',')) {
+    const [k, v] = part.split('=').map((x) => x.trim());
+    if (!k || !(TIERS as readonly string[]).includes(k) || !v || !/^\d+$/.test(v)) {
+      throw new ConfigError(`Invalid configuration:\n  ${name}: must be tier=number pairs like "free=20,pro=500" (tiers: ${TIERS.join(', ')})`);
+    }
+    out[k as Tier] = Number(v);
+  }
+  return out;
 }
 
 export const AI_PROVIDERS = ['openai', 'anthropic', 'ollama'] as const;
@@ -337,6 +378,16 @@ export function loadConfig(env: Env = process.env): Config {
       breakerThreshold: e.AI_BREAKER_THRESHOLD,
       breakerCooldownMs: e.AI_BREAKER_COOLDOWN_MS,
       prices: e.AI_PRICES,
+    },
+    monitoring: {
+      chromiumPath: e.CHROMIUM_PATH,
+      maxSources: tierNumbers(e.MONITOR_MAX_SOURCES, DEFAULT_MONITOR_MAX_SOURCES, 'MONITOR_MAX_SOURCES'),
+      minIntervalMinutes: tierNumbers(e.MONITOR_MIN_INTERVAL_MINUTES, DEFAULT_MONITOR_MIN_INTERVAL, 'MONITOR_MIN_INTERVAL_MINUTES'),
+      concurrency: e.MONITOR_CONCURRENCY,
+      hostConcurrency: e.MONITOR_HOST_CONCURRENCY,
+      maxBodyBytes: e.MONITOR_MAX_BODY_BYTES,
+      historyKeep: e.MONITOR_HISTORY_KEEP,
+      historyDays: e.MONITOR_HISTORY_DAYS,
     },
   };
 }
