@@ -14,10 +14,14 @@ import { automationAuthRoutes } from './faces/automation/auth.routes.ts';
 import { automationChatRoutes } from './faces/automation/chat.routes.ts';
 import { databasesAuthRoutes } from './faces/databases/auth.routes.ts';
 import { monitoringAuthRoutes } from './faces/monitoring/auth.routes.ts';
+import { monitoringAiRoutes } from './faces/monitoring/ai.routes.ts';
 import type { AppContext, AppJobs } from './faces/shared/context.ts';
 import { genRequestId, handleFrameworkError, installConventions } from './faces/shared/conventions.ts';
 import { registerFace } from './faces/shared/plugin.ts';
 import { createAi } from './platform/ai/index.ts';
+import { MonitorEngine } from './domains/monitoring/engine.ts';
+import { MonitoringService, SOURCE_ENTITY } from './domains/monitoring/service.ts';
+import { monitoringSourceRoutes } from './faces/monitoring/sources.routes.ts';
 import { systemRoutes } from './faces/system/routes.ts';
 import { tasksAuroraRoutes } from './faces/tasks/aurora.routes.ts';
 import { tasksAuthRoutes } from './faces/tasks/auth.routes.ts';
@@ -113,8 +117,25 @@ export async function createContext(
     },
   });
   const cluster = new ClusterService({ db, version: VERSION, log });
+  const monitoring = new MonitoringService({
+    db,
+    config: config.monitoring,
+    secretBox,
+    allowPrivate: config.allowPrivateUrls,
+    browserAvailable: async () => ({ ok: false, reason: 'No Chromium found: install Debian\'s chromium package or set CHROMIUM_PATH' }),
+  });
+  const monitorEngine = new MonitorEngine({
+    db,
+    http: createHttpOut({ allowPrivate: config.allowPrivateUrls, userAgent: `Mainspring/${VERSION} (+monitoring)`, maxResponseBytes: config.monitoring.maxBodyBytes }),
+    browser: null,
+    config: config.monitoring,
+    registry: metrics.registry,
+    log,
+    retryBaseMs: config.monitoring.retryBaseMs,
+  });
+  scheduler.on(SOURCE_ENTITY, monitorEngine.onFiring);
   const ai = createAi({ config: config.ai, db, bus: invalidation, registry: metrics.registry, log });
-  return { config, db, invalidation, identity, tasks, cluster, webhooks, deliveries, jobs, scheduler, limits, metrics, mailer, ai, outbound, version: VERSION, startedAt: new Date() };
+  return { config, db, invalidation, identity, tasks, cluster, webhooks, deliveries, jobs, scheduler, limits, metrics, mailer, ai, outbound, monitoring, monitorEngine, version: VERSION, startedAt: new Date() };
 }
 
 export async function closeContext(ctx: AppContext): Promise<void> {
@@ -122,6 +143,7 @@ export async function closeContext(ctx: AppContext): Promise<void> {
   await ctx.cluster.stop();
   await ctx.deliveries.stop();
   await ctx.scheduler.stop();
+  await ctx.monitorEngine.stop();
   await ctx.jobs.stop();
   await ctx.ai.flush();
   await ctx.invalidation.close();
@@ -173,6 +195,8 @@ export async function buildApp(ctx: AppContext, opts: { logger?: boolean } = {})
   registerFace(app, ctx, 'tasks', tasksRoutes);
   registerFace(app, ctx, 'databases', databasesWebhookRoutes);
   registerFace(app, ctx, 'monitoring', monitoringAuthRoutes);
+  registerFace(app, ctx, 'monitoring', monitoringAiRoutes);
+  registerFace(app, ctx, 'monitoring', monitoringSourceRoutes);
   registerFace(app, ctx, 'databases', databasesAuthRoutes);
   registerFace(app, ctx, 'automation', automationAuthRoutes);
   registerFace(app, ctx, 'automation', automationChatRoutes);

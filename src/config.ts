@@ -164,6 +164,7 @@ const envSchema = z.object({
   MONITOR_MAX_BODY_BYTES: z.coerce.number().int().min(1024).max(100 * 1024 * 1024).default(5 * 1024 * 1024),
   MONITOR_HISTORY_KEEP: z.coerce.number().int().min(1).max(1_000_000).default(1000),
   MONITOR_HISTORY_DAYS: z.coerce.number().int().min(1).max(3650).default(90),
+  MONITOR_RETRY_BASE_MS: z.coerce.number().int().min(10).max(60_000).default(1000),
   AI_PRICES: z
     .string()
     .optional()
@@ -256,10 +257,12 @@ export interface MonitoringConfig {
   /** History kept per source: the newest N entries, and none older than D days. */
   historyKeep: number;
   historyDays: number;
+  /** Delay before the first retry of a failed fetch; each further retry doubles it. */
+  retryBaseMs: number;
 }
 
-export const DEFAULT_MONITOR_MAX_SOURCES: Record<Tier, number> = { free: 10, developer: 50, pro: 100, team: 1000, enterprise: 10000 };
-export const DEFAULT_MONITOR_MIN_INTERVAL: Record<Tier, number> = { free: 60, developer: 15, pro: 5, team: 1, enterprise: 1 };
+export const DEFAULT_MONITOR_MAX_SOURCES: Record<Tier, number> = { free: 25, developer: 50, pro: 100, team: 1000, enterprise: 10000 };
+export const DEFAULT_MONITOR_MIN_INTERVAL: Record<Tier, number> = { free: 5, developer: 5, pro: 1, team: 1, enterprise: 1 };
 
 /** `free=20,pro=500` → per-tier values over the defaults. */
 function tierNumbers(raw: string | undefined, defaults: Record<Tier, number>, name: string): Record<Tier, number> {
@@ -388,6 +391,7 @@ export function loadConfig(env: Env = process.env): Config {
       maxBodyBytes: e.MONITOR_MAX_BODY_BYTES,
       historyKeep: e.MONITOR_HISTORY_KEEP,
       historyDays: e.MONITOR_HISTORY_DAYS,
+      retryBaseMs: e.MONITOR_RETRY_BASE_MS,
     },
   };
 }

@@ -28,6 +28,7 @@ async function serve(): Promise<void> {
   ctx.deliveries.start(app.log);
   await ctx.jobs.start();
   ctx.scheduler.start();
+  ctx.monitorEngine.start();
   ctx.tasks.start();
   ctx.cluster.start();
   const admin = await ctx.identity.ensureAdmin();

@@ -9,9 +9,9 @@ export interface EventPayloads {
   'task.cancelled': { task_id: string };
   'worker.registered': { worker_id: string; hostname: string };
   'worker.offline': { worker_id: string; last_heartbeat: string };
-  'monitor.data_changed': { monitor_id: string; changes: unknown };
-  'monitor.error': { monitor_id: string; error: string };
-  'monitor.check_completed': { monitor_id: string; status: string };
+  'monitor.data_changed': { source_id: string; name: string; url: string; changes: { extractor: string; old: unknown; new: unknown }[]; checked_at: string };
+  'monitor.error': { source_id: string; name: string; url: string; error: string | null; http_status: number | null; attempts: number; consecutive_failures: number; checked_at: string };
+  'monitor.check_completed': { source_id: string; name: string; url: string; ok: boolean; changed: boolean; values: unknown; http_status: number | null; duration_ms: number; warnings: string[]; checked_at: string };
   'database.created': { database_id: string; name: string };
   'database.deleted': { database_id: string; name: string };
   'branch.created': { database_id: string; branch: string; parent: string };

@@ -132,15 +132,15 @@ export class DeliveryEngine {
   /** Fans out one batch of undispatched events; true when there may be more. */
   async dispatchOnce(): Promise<boolean> {
     const created = await this.db.transaction(async (tx) => {
-      const events = await tx.query<{ id: string; owner_id: string; type: string; data: unknown; created_at: Date }>(
-        `SELECT id, owner_id, type, data, created_at FROM events WHERE dispatched_at IS NULL
+      const events = await tx.query<{ id: string; owner_id: string; type: string; data: unknown; created_at: Date; entity_id: string | null }>(
+        `SELECT id, owner_id, type, data, created_at, entity_id FROM events WHERE dispatched_at IS NULL
          ORDER BY created_at LIMIT $1 FOR UPDATE SKIP LOCKED`,
         [this.opts.batchSize],
       );
       if (!events.rows.length) return { events: 0, deliveries: 0 };
       const owners = [...new Set(events.rows.map((e) => e.owner_id))];
-      const subs = await tx.query<{ id: string; owner_id: string; face: FaceName; events: string[]; secret_sealed: string }>(
-        `SELECT id, owner_id, face, events, secret_sealed FROM webhook_subscriptions WHERE active AND owner_id = ANY($1::text[])`,
+      const subs = await tx.query<{ id: string; owner_id: string; face: FaceName; events: string[]; secret_sealed: string; entity_id: string | null }>(
+        `SELECT id, owner_id, face, events, secret_sealed, entity_id FROM webhook_subscriptions WHERE active AND owner_id = ANY($1::text[])`,
         [owners],
       );
       const secrets = new Map<string, string>();
@@ -148,6 +148,8 @@ export class DeliveryEngine {
       for (const ev of events.rows) {
         for (const sub of subs.rows) {
           if (sub.owner_id !== ev.owner_id || !sub.events.some((p) => eventMatches(p, ev.type))) continue;
+          // A subscription bound to one entity (a monitored source) hears only that entity's events.
+          if (sub.entity_id !== null && sub.entity_id !== ev.entity_id) continue;
           let secret = secrets.get(sub.id);
           if (secret === undefined) {
             secret = this.box.open(sub.secret_sealed);

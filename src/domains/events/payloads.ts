@@ -20,5 +20,7 @@ export function formatBody(face: FaceName, event: EventForDelivery, secret: stri
     const unsigned = JSON.stringify({ event: event.type, timestamp, data: event.data });
     return JSON.stringify({ event: event.type, timestamp, data: event.data, signature: `sha256=${hmacHex(secret, unsigned)}` });
   }
-  return JSON.stringify({ id: event.id, event: event.type, timestamp, data: event.data });
+  // Helomatic names its webhook events without the prefix (`data_changed`, `error`, `check_completed`).
+  const name = face === 'monitoring' && event.type.startsWith('monitor.') ? event.type.slice('monitor.'.length) : event.type;
+  return JSON.stringify({ id: event.id, event: name, timestamp, data: event.data });
 }

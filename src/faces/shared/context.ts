@@ -3,6 +3,8 @@ import type { ClusterService } from '../../domains/cluster/service.ts';
 import type { DeliveryEngine } from '../../domains/events/delivery.ts';
 import type { WebhookService } from '../../domains/events/webhooks.ts';
 import type { IdentityService } from '../../domains/identity/service.ts';
+import type { MonitorEngine } from '../../domains/monitoring/engine.ts';
+import type { MonitoringService } from '../../domains/monitoring/service.ts';
 import type { TaskService } from '../../domains/tasks/service.ts';
 import type { AiService } from '../../platform/ai/index.ts';
 import type { Db, InvalidationBus } from '../../platform/db/index.ts';
@@ -41,6 +43,10 @@ export interface AppContext {
   ai: AiService;
   /** The SSRF-guarded client for requests made on users' behalf (pages, enrichment); not webhooks. */
   outbound: HttpOut;
+  /** Monitored sources (Helomatic). */
+  monitoring: MonitoringService;
+  /** Runs due checks; started by `serve` (and by tests that need scheduled checks). */
+  monitorEngine: MonitorEngine;
   version: string;
   startedAt: Date;
 }

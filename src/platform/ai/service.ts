@@ -371,6 +371,8 @@ export class AiService {
       ...callSettings(r, opts),
       maxRetries: 0,
       abortSignal: opts.signal,
+      // Errors reach the caller through the stream as catalogue errors; the SDK's default prints them.
+      onError: () => {},
     });
     let settle!: { resolve: (v: ChatResult) => void; reject: (e: unknown) => void };
     const result = new Promise<ChatResult>((resolve, reject) => (settle = { resolve, reject }));
@@ -463,6 +465,7 @@ export class AiService {
           ...callSettings(r, opts),
           maxRetries: 0,
           abortSignal: opts.signal,
+          onError: () => {},
         });
         let stepText = '';
         const calls: AiToolCall[] = [];
