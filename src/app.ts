@@ -20,6 +20,8 @@ import { genRequestId, handleFrameworkError, installConventions } from './faces/
 import { registerFace } from './faces/shared/plugin.ts';
 import { createAi } from './platform/ai/index.ts';
 import { MonitorEngine } from './domains/monitoring/engine.ts';
+import { ConversationService } from './domains/conversations/service.ts';
+import { EnrichmentService } from './domains/enrichment/service.ts';
 import { MonitoringService, SOURCE_ENTITY } from './domains/monitoring/service.ts';
 import { monitoringSourceRoutes } from './faces/monitoring/sources.routes.ts';
 import { systemRoutes } from './faces/system/routes.ts';
@@ -135,7 +137,9 @@ export async function createContext(
   });
   scheduler.on(SOURCE_ENTITY, monitorEngine.onFiring);
   const ai = createAi({ config: config.ai, db, bus: invalidation, registry: metrics.registry, log });
-  return { config, db, invalidation, identity, tasks, cluster, webhooks, deliveries, jobs, scheduler, limits, metrics, mailer, ai, outbound, monitoring, monitorEngine, version: VERSION, startedAt: new Date() };
+  const conversations = new ConversationService({ db, ai });
+  const enrichment = new EnrichmentService({ outbound, ai });
+  return { config, db, invalidation, identity, tasks, cluster, webhooks, deliveries, jobs, scheduler, limits, metrics, mailer, ai, outbound, monitoring, monitorEngine, conversations, enrichment, version: VERSION, startedAt: new Date() };
 }
 
 export async function closeContext(ctx: AppContext): Promise<void> {

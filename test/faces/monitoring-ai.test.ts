@@ -9,7 +9,6 @@ import type { AddressInfo } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import { EnrichmentService } from '../../src/domains/enrichment/service.ts';
 import type { MxRecord } from '../../src/domains/enrichment/dns.ts';
-import { useEnrichmentService } from '../../src/faces/monitoring/ai.routes.ts';
 import { startOpenAiServer, type FakeLlmServer } from '../helpers/llm-servers.ts';
 import { registerUser, startTestServer, type TestServer } from '../helpers/server.ts';
 
@@ -417,19 +416,17 @@ const MX: Record<string, MxRecord[]> = {
 };
 
 function injectMx(s: TestServer, asked: string[] = []): void {
-  useEnrichmentService(
-    s.ctx,
-    new EnrichmentService({
-      outbound: s.ctx.outbound,
-      ai: s.ctx.ai,
-      resolveMx: async (domain) => {
-        asked.push(domain);
-        const records = MX[domain];
-        if (!records) throw Object.assign(new Error(`queryMx ENOTFOUND ${domain}`), { code: 'ENOTFOUND' });
-        return records;
-      },
-    }),
-  );
+  // The routes read the service from the context on every request.
+  (s.ctx as { enrichment: EnrichmentService }).enrichment = new EnrichmentService({
+    outbound: s.ctx.outbound,
+    ai: s.ctx.ai,
+    resolveMx: async (domain) => {
+      asked.push(domain);
+      const records = MX[domain];
+      if (!records) throw Object.assign(new Error(`queryMx ENOTFOUND ${domain}`), { code: 'ENOTFOUND' });
+      return records;
+    },
+  });
 }
 
 const INFERENCE = {

@@ -6,8 +6,8 @@
 import type { ServerResponse } from 'node:http';
 import { Readable } from 'node:stream';
 import { z } from 'zod';
-import { ConversationService, type StoredMessage } from '../../domains/conversations/service.ts';
-import { type EnrichmentResult, EnrichmentService } from '../../domains/enrichment/service.ts';
+import type { StoredMessage } from '../../domains/conversations/service.ts';
+import type { EnrichmentResult } from '../../domains/enrichment/service.ts';
 import type { ChatResult } from '../../platform/ai/index.ts';
 import type { AppContext } from '../shared/context.ts';
 import { normalizeError, principalOf } from '../shared/conventions.ts';
@@ -114,23 +114,6 @@ const enrichResponse = z.object({
   warnings: z.array(z.object({ source: z.string(), reason: z.string(), message: z.string() })).optional(),
 });
 
-const enrichmentServices = new WeakMap<AppContext, EnrichmentService>();
-
-/** The enrichment service of this server (built on first use from the context). */
-function enrichmentOf(ctx: AppContext): EnrichmentService {
-  let service = enrichmentServices.get(ctx);
-  if (!service) {
-    service = new EnrichmentService({ outbound: ctx.outbound, ai: ctx.ai });
-    enrichmentServices.set(ctx, service);
-  }
-  return service;
-}
-
-/** Replaces the enrichment service of this server, e.g. with one that answers MX lookups from elsewhere. */
-export function useEnrichmentService(ctx: AppContext, service: EnrichmentService): void {
-  enrichmentServices.set(ctx, service);
-}
-
 function usageOf(r: ChatResult) {
   return { tokens_used: r.usage.totalTokens, model: r.model, cost: r.cost };
 }
@@ -179,7 +162,7 @@ function enrichmentWire(r: EnrichmentResult) {
 const sse = (data: unknown): string => `data: ${typeof data === 'string' ? data : JSON.stringify(data)}\n\n`;
 
 export function monitoringAiRoutes(app: FaceApp, ctx: AppContext): void {
-  const conversations = new ConversationService({ db: ctx.db, ai: ctx.ai });
+  const conversations = ctx.conversations;
 
   app.post('/api/ai/chat', {
     schema: {
@@ -324,7 +307,7 @@ export function monitoringAiRoutes(app: FaceApp, ctx: AppContext): void {
       response: { 200: envelope(enrichResponse) },
     },
     handler: async (req, reply) => {
-      const result = await enrichmentOf(ctx).enrich(principalOf(req).user.id, req.body, abortOnClose(reply.raw));
+      const result = await ctx.enrichment.enrich(principalOf(req).user.id, req.body, abortOnClose(reply.raw));
       return helomaticOk(enrichmentWire(result));
     },
   });

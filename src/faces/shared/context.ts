@@ -2,6 +2,8 @@ import type { Config } from '../../config.ts';
 import type { ClusterService } from '../../domains/cluster/service.ts';
 import type { DeliveryEngine } from '../../domains/events/delivery.ts';
 import type { WebhookService } from '../../domains/events/webhooks.ts';
+import type { ConversationService } from '../../domains/conversations/service.ts';
+import type { EnrichmentService } from '../../domains/enrichment/service.ts';
 import type { IdentityService } from '../../domains/identity/service.ts';
 import type { MonitorEngine } from '../../domains/monitoring/engine.ts';
 import type { MonitoringService } from '../../domains/monitoring/service.ts';
@@ -47,6 +49,10 @@ export interface AppContext {
   monitoring: MonitoringService;
   /** Runs due checks; started by `serve` (and by tests that need scheduled checks). */
   monitorEngine: MonitorEngine;
+  /** Helomatic AI chat conversations. */
+  conversations: ConversationService;
+  /** Helomatic data enrichment (website, DNS, model inference); tests may replace it. */
+  enrichment: EnrichmentService;
   version: string;
   startedAt: Date;
 }
