@@ -222,6 +222,25 @@ describe('Helomatic monitoring sources', () => {
     assert.equal(history.body.data.history[0].trigger, 'manual');
   });
 
+  test('JSONPath on a JSON API and a regex with a capture group, with multiple values', async () => {
+    site.routes.set('/api/items', (_req, res) =>
+      res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ store: { items: [{ sku: 'A1', price: 9.5 }, { sku: 'B2', price: 12 }] }, updated: '2026-11-23' })),
+    );
+    const res = await create({
+      name: 'API',
+      url: `${site.url}/api/items`,
+      schedule: 'daily',
+      extractors: [
+        { type: 'jsonpath', selector: '$.store.items[*].sku', name: 'skus', multiple: true },
+        { type: 'jsonpath', selector: '$.store.items[?@.price > 10].price', name: 'expensive' },
+        { type: 'regex', selector: '"updated":"(\\d{4}-\\d{2}-\\d{2})"', name: 'updated' },
+      ],
+    });
+    assert.equal(res.status, 201, res.text);
+    const check = await s.request('POST', `/api/monitoring/sources/${res.body.data.source.id}/check`, { token: alice.accessToken });
+    assert.deepEqual(check.body.data.check.values, { skus: ['A1', 'B2'], expensive: 12, updated: '2026-11-23' });
+  });
+
   test('a selector that matches nothing gives null and a warning, not a failure', async () => {
     const res = await create({ name: 'Missing', url: `${site.url}/product`, schedule: 'daily', extractors: [{ type: 'css', selector: '.no-such-thing', name: 'gone' }] });
     const check = await s.request('POST', `/api/monitoring/sources/${res.body.data.source.id}/check`, { token: alice.accessToken });
