@@ -385,6 +385,32 @@ describe('Helomatic monitoring sources', () => {
     assert.equal(subs.rows.length, 0);
   });
 
+  test('a source deleted while it is being checked: the check answers 404, nothing is left behind', async () => {
+    site.routes.set('/slow-ok', (_req, res) => void setTimeout(() => res.writeHead(200, { 'content-type': 'text/html' }).end('<p>done</p>'), 800));
+    const res = await create({ name: 'Vanishing', url: `${site.url}/slow-ok`, schedule: 'daily', extractors: [{ type: 'css', selector: 'p', name: 'p' }] });
+    const id = res.body.data.source.id;
+    const checking = s.request('POST', `/api/monitoring/sources/${id}/check`, { token: alice.accessToken });
+    await new Promise((r) => setTimeout(r, 200));
+    assert.equal((await s.request('DELETE', `/api/monitoring/sources/${id}`, { token: alice.accessToken })).status, 200);
+    const check = await checking;
+    assert.equal(check.status, 404, check.text);
+    assert.equal(check.body.code, 'NOT_FOUND');
+    const left = await s.ctx.db.query('SELECT 1 FROM monitor_checks WHERE source_id = $1', [id]);
+    assert.equal(left.rows.length, 0);
+  });
+
+  test('a second check while one is running is a 409 CONFLICT', async () => {
+    site.routes.set('/slow-ok2', (_req, res) => void setTimeout(() => res.writeHead(200, { 'content-type': 'text/html' }).end('<p>done</p>'), 600));
+    const res = await create({ name: 'Busy', url: `${site.url}/slow-ok2`, schedule: 'daily', extractors: [{ type: 'css', selector: 'p', name: 'p' }] });
+    const id = res.body.data.source.id;
+    const first = s.request('POST', `/api/monitoring/sources/${id}/check`, { token: alice.accessToken });
+    await new Promise((r) => setTimeout(r, 150));
+    const second = await s.request('POST', `/api/monitoring/sources/${id}/check`, { token: alice.accessToken });
+    assert.equal(second.status, 409);
+    assert.equal(second.body.code, 'CONFLICT');
+    assert.equal((await first).status, 200);
+  });
+
   test('history keeps the newest N entries', async () => {
     const res = await create({ name: 'Keep', url: `${site.url}/product`, schedule: 'daily', extractors: EXTRACTORS });
     const id = res.body.data.source.id;

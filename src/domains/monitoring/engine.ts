@@ -195,7 +195,10 @@ export class MonitorEngine {
     if (source.check_due_at) this.lag.observe(Math.max(0, (Date.now() - source.check_due_at.getTime()) / 1000));
     const p = this.check(source, 'schedule')
       .then(() => undefined)
-      .catch((err: unknown) => this.deps.log.error({ err, source_id: source.id }, 'monitoring check failed unexpectedly'))
+      .catch((err: unknown) => {
+        if ((err as AppError)?.code === 'NOT_FOUND') return; // deleted while being checked
+        this.deps.log.error({ err, source_id: source.id }, 'monitoring check failed unexpectedly');
+      })
       .finally(() => {
         this.inFlight--;
         this.active.delete(p);
@@ -325,6 +328,9 @@ export class MonitorEngine {
     }
     const changed = changes.length > 0;
     return this.db.transaction(async (tx) => {
+      // The source may have been deleted while it was being checked: then there is nothing to record.
+      const alive = await tx.query('SELECT 1 FROM monitor_sources WHERE id = $1 FOR UPDATE', [source.id]);
+      if (!alive.rows.length) throw new AppError('NOT_FOUND', 'Monitoring source not found (it was deleted during the check)', { details: { id: source.id } });
       const { rows } = await tx.query<CheckRow>(
         `INSERT INTO monitor_checks (source_id, trigger, due_at, started_at, ok, http_status, duration_ms, attempts, not_modified, "values", changes, changed, warnings, error)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10::jsonb, $11::jsonb, $12, $13::jsonb, $14) RETURNING ${CHECK_COLUMNS}`,
@@ -346,7 +352,7 @@ export class MonitorEngine {
         ],
       );
       const entry = toCheck(rows[0]!);
-      const updated = await tx.query<{ consecutive_failures: number; exists: boolean }>(
+      const updated = await tx.query<{ consecutive_failures: number }>(
         `UPDATE monitor_sources SET
             last_check = $2,
             last_success = CASE WHEN $3 THEN $2 ELSE last_success END,
@@ -359,11 +365,10 @@ export class MonitorEngine {
             check_lease_until = NULL,
             check_due_at = CASE WHEN $8::timestamptz IS NOT NULL AND check_due_at <= $8 THEN NULL ELSE check_due_at END
           WHERE id = $1
-          RETURNING consecutive_failures, true AS exists`,
+          RETURNING consecutive_failures`,
         [source.id, entry.checkedAt, o.ok, o.values ? JSON.stringify(o.values) : null, o.etag, o.lastModified, o.error, source.check_due_at],
       );
-      if (!updated.rows[0]) return entry; // deleted meanwhile (its history went with it)
-      await this.emit(tx, source, entry, changes, updated.rows[0].consecutive_failures);
+      await this.emit(tx, source, entry, changes, updated.rows[0]!.consecutive_failures);
       await this.prune(tx, source.id);
       return entry;
     });
