@@ -34,6 +34,8 @@ export interface TaskReport {
   result?: unknown;
   error?: string;
   worker_id: string;
+  /** With a final status: also claim this worker's next task, handed back as `next_task`. */
+  claim_next?: boolean;
 }
 
 export interface HeartbeatBody {
@@ -62,7 +64,7 @@ export class TaskApi {
   }
 
   report(taskId: string, body: TaskReport, signal?: AbortSignal) {
-    return this.call<{ id: string; status: string }>('PUT', `/api/v1/tasks/${encodeURIComponent(taskId)}`, body, 15_000, signal);
+    return this.call<{ id: string; status: string; next_task?: AssignedTask | null }>('PUT', `/api/v1/tasks/${encodeURIComponent(taskId)}`, body, 15_000, signal);
   }
 
   listRunning(signal?: AbortSignal) {

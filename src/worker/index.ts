@@ -148,23 +148,28 @@ export function createWorker(opts: WorkerOptions): Worker {
         await pause(backoff(failures++), halt.signal);
         continue;
       }
-      if (task) {
+      // A completion report hands back the next task, if there is one: run it without a heartbeat.
+      while (task) {
         if (halt.signal.aborted) {
           // Assigned as stop() began: give it straight back.
           await handBack(task.id);
           return;
         }
-        await run(task);
+        task = await run(task);
       }
     }
   }
 
-  /** Sends a report, retrying transient failures until `deadline`; false when it could not be delivered. */
-  async function report(taskId: string, body: TaskReport, deadline: number): Promise<boolean> {
+  /**
+   * Sends a report, retrying transient failures until `deadline`; false when it could not be
+   * delivered, else the next task the server handed back (when `body.claim_next` asked for one).
+   */
+  async function report(taskId: string, body: TaskReport, deadline: number): Promise<false | { next: AssignedTask | null }> {
     for (let attempt = 0; ; attempt++) {
       try {
-        await api.report(taskId, body);
-        return true;
+        // A retry after a lost answer gets the task the first attempt was handed, not a second one.
+        const res = await api.report(taskId, body);
+        return { next: res.next_task ?? null };
       } catch (err) {
         if (!isTransient(err) || Date.now() >= deadline) {
           log('error', 'could not report the task', { task_id: taskId, status: body.status, error: message(err) });
@@ -177,7 +182,7 @@ export function createWorker(opts: WorkerOptions): Worker {
   }
 
   async function handBack(taskId: string): Promise<void> {
-    if (await report(taskId, { status: 'pending', worker_id: workerId! }, Date.now() + 10_000)) {
+    if ((await report(taskId, { status: 'pending', worker_id: workerId! }, Date.now() + 10_000)) !== false) {
       log('info', 'task handed back to the queue', { task_id: taskId });
     }
   }
@@ -189,7 +194,8 @@ export function createWorker(opts: WorkerOptions): Worker {
     return { name, handler: Object.hasOwn(handlers, name) ? handlers[name] : undefined };
   }
 
-  async function run(task: AssignedTask): Promise<void> {
+  /** Runs the task and reports it; the next task when the report handed one back. */
+  async function run(task: AssignedTask): Promise<AssignedTask | null> {
     const abort = new AbortController();
     let finished!: () => void;
     const entry: Running = { task, abort, handedBack: false, done: new Promise<void>((r) => (finished = r)) };
@@ -256,14 +262,18 @@ export function createWorker(opts: WorkerOptions): Worker {
     }
 
     try {
-      if (entry.handedBack) return;
+      if (entry.handedBack) return null;
       await progressChain;
+      // While stopping, no new work: the report asks for a next task only while running normally.
+      const claimNext = !halt.signal.aborted;
       const body: TaskReport = outcome.ok
-        ? { status: 'completed', result: outcome.result, worker_id: workerId! }
-        : { status: 'failed', error: outcome.error, worker_id: workerId! };
+        ? { status: 'completed', result: outcome.result, worker_id: workerId!, claim_next: claimNext }
+        : { status: 'failed', error: outcome.error, worker_id: workerId!, claim_next: claimNext };
       // Retried for a while: the busy heartbeats keep the lease meanwhile.
       const delivered = await report(task.id, body, Date.now() + 5 * 60_000);
-      if (delivered) log(outcome.ok ? 'info' : 'warn', outcome.ok ? 'task completed' : 'task failed', { task_id: task.id, ...(outcome.ok ? {} : { error: outcome.error }) });
+      if (!delivered) return null;
+      log(outcome.ok ? 'info' : 'warn', outcome.ok ? 'task completed' : 'task failed', { task_id: task.id, ...(outcome.ok ? {} : { error: outcome.error }) });
+      return delivered.next;
     } finally {
       clearInterval(beat);
       running.delete(task.id);

@@ -257,6 +257,113 @@ describe('workers', () => {
     assert.match(failed.body.error, /retries exhausted/);
   });
 
+  test('a completion with claim_next hands back the next task, claimed under the heartbeat rules', async () => {
+    const user = await registerUser(s);
+    const other = await registerUser(s);
+    const w = await register(user.accessToken, 'chain', ['testing']);
+    const first = await create(user.accessToken, { title: 'first', type: 'testing' });
+    const second = await create(user.accessToken, { title: 'second', type: 'testing', priority: 'low' });
+    await create(user.accessToken, { title: 'not mine to run', type: 'design', priority: 'critical' });
+    await create(user.accessToken, { title: 'needs cuda', type: 'testing', priority: 'critical', required_capabilities: ['cuda'] });
+    await create(other.accessToken, { title: "another user's", type: 'testing', priority: 'critical' });
+    const put = (id: string, body: Record<string, unknown>, token = user.accessToken) => s.request('PUT', `/api/v1/tasks/${id}`, { token, body });
+
+    assert.equal((await heartbeat(user.accessToken, w))?.id, first.id);
+    const plain = await put(first.id, { progress: 50, worker_id: w, claim_next: true });
+    assert.equal(plain.status, 200, plain.text);
+    assert.equal(plain.body.next_task, null, 'a progress report keeps the task: no next one');
+    const done = await put(first.id, { status: 'completed', worker_id: w, result: { n: 1 }, claim_next: true });
+    assert.equal(done.status, 200, done.text);
+    assert.equal(done.body.status, 'completed');
+    assert.deepEqual(done.body.result, { n: 1 });
+    assert.equal(done.body.next_task.id, second.id, "skips what the worker cannot run and other users' tasks");
+    assert.equal(done.body.next_task.status, 'running');
+    assert.equal(done.body.next_task.assigned_worker, w);
+    const retried = await put(first.id, { status: 'completed', worker_id: w, result: { n: 1 }, claim_next: true });
+    assert.equal(retried.body.next_task.id, second.id, 'a retried report (lost answer) gets the same next task, not another');
+    const me = (await s.request('GET', '/api/v1/workers', { token: user.accessToken })).body.workers.find((x: { id: string }) => x.id === w);
+    assert.equal(me.status, 'busy');
+    assert.equal(me.current_task, second.id);
+    assert.equal(me.tasks_completed, 1);
+
+    const failed = await put(second.id, { status: 'failed', error: 'boom', worker_id: w, claim_next: true });
+    assert.equal(failed.body.status, 'failed');
+    assert.equal(failed.body.next_task, null, 'nothing left this worker may take');
+    const again = await put(second.id, { status: 'failed', error: 'boom', worker_id: w });
+    assert.equal(again.status, 200, 'a repeated final report is still a no-op');
+    assert.equal('next_task' in again.body, false, 'next_task only when asked for');
+    const idle = (await s.request('GET', '/api/v1/workers', { token: user.accessToken })).body.workers.find((x: { id: string }) => x.id === w);
+    assert.equal(idle.status, 'idle');
+    assert.equal(idle.current_task, null);
+
+    assertFaceError(await put(second.id, { status: 'completed', claim_next: true }), 'tasks', 'VALIDATION_ERROR', 'claim_next without worker_id');
+    const third = await create(user.accessToken, { title: 'third', type: 'testing' });
+    assert.equal((await heartbeat(user.accessToken, w))?.id, third.id);
+    assertFaceError(await put(third.id, { status: 'completed', worker_id: 'worker_nope', claim_next: true }), 'tasks', 'CONFLICT', 'not the holder');
+    assertFaceError(await put(third.id, { status: 'completed', worker_id: w, claim_next: true }, other.accessToken), 'tasks', 'NOT_FOUND', "another user's task");
+    assert.equal((await s.request('GET', `/api/v1/tasks/${third.id}`, { token: user.accessToken })).body.status, 'running');
+
+    // An admin completing a user's task held by the user's worker: done, but the worker is not the admin's.
+    await create(user.accessToken, { title: 'fourth', type: 'testing' });
+    const byAdmin = await put(third.id, { status: 'completed', worker_id: w, claim_next: true }, adminToken);
+    assert.equal(byAdmin.body.status, 'completed');
+    assert.equal(byAdmin.body.next_task, null, "the next task is claimed only for the caller's own worker");
+
+    const events = await s.ctx.db.query<{ type: string; data: Record<string, unknown> }>(
+      `SELECT type, data FROM events WHERE data->>'task_id' = ANY($1::text[]) AND type IN ('task.started', 'task.completed', 'task.failed') ORDER BY created_at, id`,
+      [[first.id, second.id, third.id]],
+    );
+    assert.deepEqual(
+      events.rows.map((e) => [e.type, e.data]),
+      [
+        ['task.started', { task_id: first.id, worker_id: w }],
+        ['task.completed', { task_id: first.id, status: 'completed', result: { n: 1 } }],
+        ['task.started', { task_id: second.id, worker_id: w }],
+        ['task.failed', { task_id: second.id, status: 'failed', error: 'boom' }],
+        ['task.started', { task_id: third.id, worker_id: w }],
+        ['task.completed', { task_id: third.id, status: 'completed' }],
+      ],
+      'every change has its event, in the catalogue payload',
+    );
+  });
+
+  test('eight workers chaining completions with claim_next: every task is handed out exactly once', async () => {
+    const user = await registerUser(s);
+    const workers = await Promise.all(Array.from({ length: 8 }, (_, i) => register(user.accessToken, `chain-${i}`, ['deployment', 'gpu'])));
+    const created = new Set<string>();
+    for (let i = 0; i < 80; i++) created.add((await create(user.accessToken, { title: `chain ${i}`, type: 'deployment', required_capabilities: i % 2 ? ['gpu'] : [] })).id);
+    const assigned: string[] = [];
+    await Promise.all(
+      workers.map(async (w) => {
+        let t = await heartbeat(user.accessToken, w);
+        while (t) {
+          assert.equal(t.assigned_worker, w);
+          assigned.push(t.id);
+          const res = await s.request('PUT', `/api/v1/tasks/${t.id}`, { token: user.accessToken, body: { status: 'completed', worker_id: w, claim_next: true } });
+          assert.equal(res.status, 200, res.text);
+          t = res.body.next_task;
+        }
+      }),
+    );
+    assert.equal(assigned.length, 80);
+    assert.equal(new Set(assigned).size, 80, 'no task went to two workers');
+    assert.deepEqual([...assigned].sort(), [...created].sort());
+    const list = (await s.request('GET', '/api/v1/tasks?status=completed&limit=500', { token: user.accessToken })).body;
+    assert.equal(list.total, 80);
+  });
+
+  test('a burst of new tasks wakes enough long-polls to take them all at once', async () => {
+    const user = await registerUser(s);
+    const workers = await Promise.all(Array.from({ length: 4 }, (_, i) => register(user.accessToken, `burst-${i}`, ['porting'])));
+    const polls = workers.map((w) => heartbeat(user.accessToken, w, { wait: 10 }));
+    await new Promise((r) => setTimeout(r, 300));
+    const started = Date.now();
+    const ids = await Promise.all(Array.from({ length: 4 }, (_, i) => create(user.accessToken, { title: `burst ${i}`, type: 'porting' }).then((t) => t.id)));
+    const got = await Promise.all(polls);
+    assert.deepEqual(got.map((t) => t?.id).sort(), [...ids].sort());
+    assert.ok(Date.now() - started < 900, `all picked up after ${Date.now() - started} ms (not by the one-second poll)`);
+  });
+
   test('task events reach a webhook in the document payload', async () => {
     const r = await startReceiver();
     const user = await registerUser(s);

@@ -12,6 +12,19 @@ export function onEventEmitted(listener: Listener): () => void {
   return () => listeners.delete(listener);
 }
 
+/** An id for an event a caller inserts itself, inside a larger statement (same format as `emitEvent`'s). */
+export function newEventId(): string {
+  return newId('evt');
+}
+
+/**
+ * For callers that insert their event rows within their own statement (one round trip for the
+ * change and its event): wakes this process's dispatcher, as `emitEvent` does.
+ */
+export function eventsEmitted(): void {
+  listeners.forEach((l) => l());
+}
+
 export async function emitEvent<T extends EventType>(tx: Queryable, ownerId: string, type: T, data: EventPayloads[T]): Promise<string> {
   const id = newId('evt');
   await tx.query(`INSERT INTO events (id, owner_id, type, data) VALUES ($1, $2, $3, $4::jsonb)`, [id, ownerId, type, JSON.stringify(data)]);

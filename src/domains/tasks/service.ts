@@ -6,7 +6,7 @@
 import { newId } from '../../platform/crypto/index.ts';
 import type { Db, InvalidationBus, Queryable } from '../../platform/db/index.ts';
 import { AppError } from '../../platform/errors.ts';
-import { emitEvent } from '../events/outbox.ts';
+import { emitEvent, eventsEmitted, newEventId } from '../events/outbox.ts';
 
 export const TASK_TYPES = ['planning', 'building', 'testing', 'refactoring', 'debugging', 'design', 'diagram', 'deployment', 'porting'] as const;
 export const TASK_PRIORITIES = ['low', 'normal', 'high', 'critical'] as const;
@@ -187,6 +187,12 @@ const TRANSITIONS: Record<TaskStatus, readonly TaskStatus[]> = {
   cancelled: [],
 };
 
+/** A status report's outcome; `next` is the reporting worker's next task when one was asked for. */
+export interface ReportOutcome {
+  task: Task;
+  next: Task | null;
+}
+
 export interface TaskOptions {
   /** A worker silent this long goes offline and its task returns to the queue. */
   workerTimeoutSeconds: number;
@@ -199,6 +205,10 @@ export class TaskService {
   private readonly opts: TaskOptions;
   private readonly waiters = new Set<() => void>();
   private reaper: NodeJS.Timeout | null = null;
+  private stopped = false;
+  /** A NOTIFY for new tasks is in flight; `republish`: more tasks arrived meanwhile. */
+  private publishing = false;
+  private republish = false;
   private readonly log: { error(obj: unknown, msg: string): void };
 
   constructor(deps: { db: Db; invalidation: InvalidationBus; options: TaskOptions; log: { error(obj: unknown, msg: string): void } }) {
@@ -209,44 +219,76 @@ export class TaskService {
     this.bus.subscribe((tag) => {
       if (tag === null) for (const w of [...this.waiters]) w();
       // One new task wakes one long-poll, not all of them (the others would only race for it).
-      else if (tag === TASKS_PENDING_TAG) this.waiters.values().next().value?.();
+      else if (tag === TASKS_PENDING_TAG) this.wakeOne();
     });
   }
 
-  /** Creates a pending task for its owner; dependencies must be the owner's tasks. */
+  /**
+   * Creates a pending task for its owner; dependencies must be the owner's tasks. The task and its
+   * `task.created` event are one statement (one round trip, one commit).
+   */
   async create(actor: Actor, input: CreateTaskInput): Promise<Task> {
     const dependsOn = [...new Set(input.dependsOn ?? [])];
-    return this.db.transaction(async (tx) => {
-      if (dependsOn.length) {
-        const found = await tx.query<{ id: string }>(`SELECT id FROM tasks WHERE id = ANY($1::text[]) AND owner_id = $2`, [dependsOn, actor.userId]);
-        const missing = dependsOn.filter((d) => !found.rows.some((r) => r.id === d));
-        if (missing.length) throw new AppError('VALIDATION_ERROR', `Unknown task in depends_on: ${missing.join(', ')}`, { details: { field: 'depends_on', invalid: missing } });
+    const id = newId('task');
+    const title = input.title.trim();
+    const priority = input.priority ?? 'normal';
+    const insert = async (q: Queryable) => {
+      const { rows } = await q.query<TaskRow>(`SELECT * FROM tasks_create($1, $2, $3, $4, $5, $6, $7, $8, $9::jsonb, $10, $11, $12, $13, $14)`, [
+        id,
+        actor.userId,
+        title,
+        input.description ?? null,
+        input.type ?? 'planning',
+        priority,
+        PRIORITY_RANK[priority],
+        input.projectId ?? null,
+        input.payload === undefined ? null : JSON.stringify(input.payload),
+        [...new Set(input.requiredCapabilities ?? [])],
+        dependsOn,
+        input.maxRetries ?? 3,
+        input.timeoutSeconds ?? null,
+        newEventId(),
+      ]);
+      return toTask(rows[0]!);
+    };
+    const task = dependsOn.length
+      ? await this.db.transaction(async (tx) => {
+          const found = await tx.query<{ id: string }>(`SELECT id FROM tasks WHERE id = ANY($1::text[]) AND owner_id = $2`, [dependsOn, actor.userId]);
+          const missing = dependsOn.filter((d) => !found.rows.some((r) => r.id === d));
+          if (missing.length) throw new AppError('VALIDATION_ERROR', `Unknown task in depends_on: ${missing.join(', ')}`, { details: { field: 'depends_on', invalid: missing } });
+          return insert(tx);
+        })
+      : await insert(this.db);
+    eventsEmitted();
+    this.announcePending();
+    return task;
+  }
+
+  /**
+   * Tells long-polls (this process's and, by NOTIFY, other processes') that a task became claimable.
+   * Sent after the commit, so a woken long-poll finds the task. Tasks created while a NOTIFY is in
+   * flight share the next one: under load that is one NOTIFY per round trip, not one per task (a
+   * woken long-poll that claims a task wakes the next one, so one wake-up serves a burst).
+   */
+  private announcePending(): void {
+    if (this.publishing) {
+      this.republish = true;
+      return;
+    }
+    this.publishing = true;
+    void (async () => {
+      try {
+        do {
+          this.republish = false;
+          await this.bus.publish(this.db, TASKS_PENDING_TAG);
+        } while (this.republish && !this.stopped);
+      } catch (err) {
+        // Long-polls also poll every second: a lost wake-up delays a pickup, it loses nothing.
+        if (!this.stopped) this.log.error({ err }, 'could not announce new tasks');
+      } finally {
+        this.publishing = false;
       }
-      const priority = input.priority ?? 'normal';
-      const { rows } = await tx.query<TaskRow>(
-        `INSERT INTO tasks (id, owner_id, title, description, type, priority, priority_rank, project_id, payload, required_capabilities, depends_on, max_retries, timeout_seconds)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9::jsonb, $10, $11, $12, $13) RETURNING *`,
-        [
-          newId('task'),
-          actor.userId,
-          input.title.trim(),
-          input.description ?? null,
-          input.type ?? 'planning',
-          priority,
-          PRIORITY_RANK[priority],
-          input.projectId ?? null,
-          input.payload === undefined ? null : JSON.stringify(input.payload),
-          [...new Set(input.requiredCapabilities ?? [])],
-          dependsOn,
-          input.maxRetries ?? 3,
-          input.timeoutSeconds ?? null,
-        ],
-      );
-      const task = toTask(rows[0]!);
-      await emitEvent(tx, task.ownerId, 'task.created', { task_id: task.id, title: task.title, priority: task.priority });
-      await this.bus.publish(tx, TASKS_PENDING_TAG);
-      return task;
-    });
+    })();
   }
 
   async get(actor: Actor, id: string, q: Queryable = this.db): Promise<Task> {
@@ -269,6 +311,57 @@ export class TaskService {
    * come from the worker holding the task; reporting a terminal status again is a no-op.
    */
   async update(actor: Actor, id: string, u: TaskUpdate): Promise<Task> {
+    return (await this.report(actor, id, u, { claimNext: false })).task;
+  }
+
+  /**
+   * `update`, and with `claimNext` (a report naming its worker): once the task has left the worker,
+   * the worker's next task, claimed exactly as an idle heartbeat without `wait` would (the report
+   * counts as that heartbeat). `next` is null when there is nothing the worker can take, or when
+   * the worker is not the caller's (heartbeat rules).
+   */
+  async report(actor: Actor, id: string, u: TaskUpdate, opts: { claimNext: boolean }): Promise<ReportOutcome> {
+    const claimNext = opts.claimNext && u.workerId !== undefined;
+    const finished = u.workerId !== undefined && (u.status === 'completed' || u.status === 'failed') ? await this.finishHeld(actor, id, u, claimNext) : null;
+    if (finished) return { task: finished, next: claimNext ? await this.claim(u.workerId!, actor.userId, id) : null };
+    const task = await this.updateChecked(actor, id, u);
+    if (!claimNext || !TERMINAL.includes(task.status)) return { task, next: null };
+    // A retried report whose first answer was lost: the task handed out then, if the worker still holds it.
+    const { rows } = await this.db.query<TaskRow>(
+      `SELECT n.* FROM tasks t JOIN tasks n ON n.id = t.handed_next WHERE t.id = $1 AND n.status = 'running' AND n.assigned_worker = $2`,
+      [id, u.workerId],
+    );
+    const again = rows[0] ? toTask(rows[0]) : null;
+    const worker = await this.touchWorker(actor, { workerId: u.workerId!, status: again ? 'busy' : 'idle', currentTask: again?.id ?? null });
+    if (!worker) return { task, next: null };
+    if (again) return { task, next: again };
+    return { task, next: await this.claim(worker.id, actor.userId, id) };
+  }
+
+  /**
+   * The common report in one statement (`tasks_finish`): the worker holding a running task
+   * completes or fails it; the task, the freed worker and the event change together. Null when the
+   * task is not running under this worker: the checked path then gives the right answer or error.
+   */
+  private async finishHeld(actor: Actor, id: string, u: TaskUpdate, touch: boolean): Promise<Task | null> {
+    const { rows } = await this.db.query<TaskRow>(`SELECT * FROM tasks_finish($1, $2, $3, $4, $5, $6::jsonb, $7, $8, $9, $10)`, [
+      id,
+      actor.admin,
+      actor.userId,
+      u.status,
+      u.progress ?? null,
+      u.result === undefined ? null : JSON.stringify(u.result),
+      u.error ?? null,
+      u.workerId,
+      newEventId(),
+      touch,
+    ]);
+    if (!rows[0]) return null;
+    eventsEmitted();
+    return toTask(rows[0]);
+  }
+
+  private async updateChecked(actor: Actor, id: string, u: TaskUpdate): Promise<Task> {
     return this.db.transaction(async (tx) => {
       const { rows } = await tx.query<TaskRow>(`SELECT * FROM tasks WHERE id = $1 AND ($2::boolean OR owner_id = $3) FOR UPDATE`, [id, actor.admin, actor.userId]);
       const row = rows[0];
@@ -356,58 +449,49 @@ export class TaskService {
     signal?: AbortSignal,
   ): Promise<{ assigned: Task | null }> {
     const worker = await this.touchWorker(actor, hb);
+    if (!worker) throw new AppError('NOT_FOUND', 'Worker not found; register it first');
     if (hb.status !== 'idle') return { assigned: null };
     const deadline = Date.now() + Math.min(hb.waitSeconds ?? 0, 25) * 1000;
-    for (;;) {
+    for (let woken = false; ; woken = true) {
       if (signal?.aborted) return { assigned: null };
-      const task = await this.claim(worker);
+      const task = await this.claim(worker.id, actor.userId);
+      // A wake-up may stand for several new tasks (see announcePending): pass it on.
+      if (task && woken) this.wakeOne();
       if (task || Date.now() >= deadline) return { assigned: task };
       await this.waitForPending(deadline - Date.now());
     }
   }
 
-  private async touchWorker(actor: Actor, hb: { workerId: string; status: 'idle' | 'busy'; currentTask: string | null; cpuUsage?: number; memoryUsage?: number }): Promise<Worker> {
-    return this.db.transaction(async (tx) => {
-      const { rows } = await tx.query<WorkerRow>(
-        `UPDATE workers SET last_heartbeat = now(), status = $3, current_task = $4, cpu_usage = $5, memory_usage = $6
-         WHERE id = $1 AND owner_id = $2 RETURNING *`,
-        [hb.workerId, actor.userId, hb.status, hb.currentTask, hb.cpuUsage ?? null, hb.memoryUsage ?? null],
-      );
-      if (!rows[0]) throw new AppError('NOT_FOUND', 'Worker not found; register it first');
-      // A heartbeat extends the lease of whatever this worker is running.
-      await tx.query(
-        `UPDATE tasks SET lease_expires_at = clock_timestamp() + make_interval(secs => $2) WHERE assigned_worker = $1 AND status = 'running'`,
-        [hb.workerId, this.opts.workerTimeoutSeconds],
-      );
-      return toWorker(rows[0]);
-    });
+  /** The heartbeat's writes, in one statement: the worker's row and the lease of what it runs. */
+  private async touchWorker(actor: Actor, hb: { workerId: string; status: 'idle' | 'busy'; currentTask: string | null; cpuUsage?: number; memoryUsage?: number }): Promise<Worker | null> {
+    const { rows } = await this.db.query<WorkerRow>(
+      `WITH touched AS (
+         UPDATE workers SET last_heartbeat = now(), status = $3, current_task = $4, cpu_usage = $5, memory_usage = $6
+         WHERE id = $1 AND owner_id = $2 RETURNING *
+       ), leases AS (
+         -- A heartbeat extends the lease of whatever this worker is running.
+         UPDATE tasks SET lease_expires_at = clock_timestamp() + make_interval(secs => $7)
+         WHERE assigned_worker = (SELECT id FROM touched) AND status = 'running'
+       )
+       SELECT * FROM touched`,
+      [hb.workerId, actor.userId, hb.status, hb.currentTask, hb.cpuUsage ?? null, hb.memoryUsage ?? null, this.opts.workerTimeoutSeconds],
+    );
+    return rows[0] ? toWorker(rows[0]) : null;
   }
 
-  private async claim(worker: Worker): Promise<Task | null> {
-    return this.db.transaction(async (tx) => {
-      // The planner cannot estimate the array-containment filter and, expecting few matches, would
-      // read and sort every pending task (3.4 ms at 5,000 pending, growing with the queue). Walking
-      // the pending index in priority order finds the first claimable task at once (0.1 ms).
-      await tx.query('SET LOCAL enable_sort = off');
-      const { rows } = await tx.query<TaskRow>(
-        `UPDATE tasks SET status = 'running', assigned_worker = $1, started_at = COALESCE(started_at, clock_timestamp()),
-                lease_expires_at = clock_timestamp() + make_interval(secs => $5), updated_at = clock_timestamp()
-         WHERE id = (
-           SELECT t.id FROM tasks t
-           WHERE t.status = 'pending' AND ($2::boolean OR t.owner_id = $3) AND (t.reserved_for IS NULL OR t.reserved_for = $1)
-             AND t.type = ANY($4::text[]) AND t.required_capabilities <@ $4::text[]
-             AND NOT EXISTS (SELECT 1 FROM tasks d WHERE d.id = ANY(t.depends_on) AND d.status <> 'completed')
-           ORDER BY t.priority_rank DESC, t.created_at, t.id
-           LIMIT 1 FOR UPDATE SKIP LOCKED)
-         RETURNING *`,
-        [worker.id, worker.shared, worker.ownerId, worker.capabilities, this.opts.workerTimeoutSeconds],
-      );
-      if (!rows[0]) return null;
-      const task = toTask(rows[0]);
-      await tx.query(`UPDATE workers SET status = 'busy', current_task = $2 WHERE id = $1`, [worker.id, task.id]);
-      await emitEvent(tx, task.ownerId, 'task.started', { task_id: task.id, worker_id: worker.id });
-      return task;
-    });
+  /**
+   * Claims the worker's next task, if the worker is the caller's (`tasks_claim`: one statement, one
+   * commit). `after`: the finished task whose report asked for it.
+   */
+  private async claim(workerId: string, callerId: string, after: string | null = null): Promise<Task | null> {
+    const { rows } = await this.db.query<TaskRow>(`SELECT * FROM tasks_claim($1, $2, $3, $4, $5)`, [workerId, callerId, this.opts.workerTimeoutSeconds, newEventId(), after]);
+    if (!rows[0]) return null;
+    eventsEmitted();
+    return toTask(rows[0]);
+  }
+
+  private wakeOne(): void {
+    this.waiters.values().next().value?.();
   }
 
   private waitForPending(ms: number): Promise<void> {
@@ -439,6 +523,7 @@ export class TaskService {
 
   /** Starts the lease reaper: silent workers go offline and their tasks return to the queue (or fail). */
   start(): void {
+    this.stopped = false;
     if (this.reaper) return;
     const tick = () => {
       this.reapExpired()
@@ -451,6 +536,7 @@ export class TaskService {
   }
 
   stop(): void {
+    this.stopped = true;
     if (this.reaper) clearTimeout(this.reaper);
     this.reaper = null;
     for (const w of [...this.waiters]) w();

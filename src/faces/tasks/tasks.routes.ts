@@ -154,6 +154,9 @@ export function tasksRoutes(app: FaceApp, ctx: AppContext): void {
   app.put('/api/v1/tasks/:id', {
     schema: {
       summary: 'Report status, progress, result or error (valid transitions only; a worker must hold the task)',
+      description:
+        'With `claim_next: true` (and `worker_id`), a worker finishing its task also asks for its next one: once the task is completed, failed or cancelled, ' +
+        'the response carries `next_task`, claimed exactly as by an idle heartbeat without `wait` (null when there is nothing to take). One request instead of a report and a heartbeat.',
       params: idParams,
       body: z
         .object({
@@ -162,13 +165,18 @@ export function tasksRoutes(app: FaceApp, ctx: AppContext): void {
           result: z.unknown().optional(),
           error: z.string().max(10_000).optional(),
           worker_id: z.string().min(1).max(64).optional(),
+          claim_next: z.boolean().optional(),
         })
-        .refine((b) => b.status !== undefined || b.progress !== undefined || b.result !== undefined || b.error !== undefined, 'give status, progress, result or error'),
-      response: { 200: taskSchema },
+        .refine((b) => b.status !== undefined || b.progress !== undefined || b.result !== undefined || b.error !== undefined, 'give status, progress, result or error')
+        .refine((b) => !b.claim_next || b.worker_id !== undefined, 'claim_next needs worker_id'),
+      response: { 200: taskSchema.extend({ next_task: taskSchema.nullable().optional() }) },
     },
     handler: async (req) => {
       const b = req.body;
-      return taskJson(await ctx.tasks.update(actorOf(req), req.params.id, { status: b.status, progress: b.progress, result: b.result, error: b.error, workerId: b.worker_id }));
+      const update = { status: b.status, progress: b.progress, result: b.result, error: b.error, workerId: b.worker_id };
+      if (!b.claim_next) return taskJson(await ctx.tasks.update(actorOf(req), req.params.id, update));
+      const { task, next } = await ctx.tasks.report(actorOf(req), req.params.id, update, { claimNext: true });
+      return { ...taskJson(task), next_task: next ? taskJson(next) : null };
     },
   });
 
