@@ -19,6 +19,7 @@ import type { AppContext, AppJobs } from './faces/shared/context.ts';
 import { genRequestId, handleFrameworkError, installConventions } from './faces/shared/conventions.ts';
 import { registerFace } from './faces/shared/plugin.ts';
 import { createAi } from './platform/ai/index.ts';
+import { createBrowserFetcher } from './domains/monitoring/browser.ts';
 import { MonitorEngine } from './domains/monitoring/engine.ts';
 import { ConversationService } from './domains/conversations/service.ts';
 import { EnrichmentService } from './domains/enrichment/service.ts';
@@ -119,17 +120,23 @@ export async function createContext(
     },
   });
   const cluster = new ClusterService({ db, version: VERSION, log });
+  const monitorHttp = createHttpOut({ allowPrivate: config.allowPrivateUrls, userAgent: `Mainspring/${VERSION} (+monitoring)`, maxResponseBytes: config.monitoring.maxBodyBytes });
+  // Chromium is launched on first use only; every request it makes goes through monitorHttp.
+  const browser = createBrowserFetcher({ executablePath: config.monitoring.chromiumPath, httpOut: monitorHttp });
   const monitoring = new MonitoringService({
     db,
     config: config.monitoring,
     secretBox,
     allowPrivate: config.allowPrivateUrls,
-    browserAvailable: async () => ({ ok: false, reason: 'No Chromium found: install Debian\'s chromium package or set CHROMIUM_PATH' }),
+    browserAvailable: async () => {
+      const a = await browser.available();
+      return a.ok ? { ok: true } : { ok: false, reason: a.reason };
+    },
   });
   const monitorEngine = new MonitorEngine({
     db,
-    http: createHttpOut({ allowPrivate: config.allowPrivateUrls, userAgent: `Mainspring/${VERSION} (+monitoring)`, maxResponseBytes: config.monitoring.maxBodyBytes }),
-    browser: null,
+    http: monitorHttp,
+    browser,
     config: config.monitoring,
     registry: metrics.registry,
     log,
@@ -139,7 +146,7 @@ export async function createContext(
   const ai = createAi({ config: config.ai, db, bus: invalidation, registry: metrics.registry, log });
   const conversations = new ConversationService({ db, ai });
   const enrichment = new EnrichmentService({ outbound, ai });
-  return { config, db, invalidation, identity, tasks, cluster, webhooks, deliveries, jobs, scheduler, limits, metrics, mailer, ai, outbound, monitoring, monitorEngine, conversations, enrichment, version: VERSION, startedAt: new Date() };
+  return { config, db, invalidation, identity, tasks, cluster, webhooks, deliveries, jobs, scheduler, limits, metrics, mailer, ai, outbound, monitoring, monitorEngine, browser, conversations, enrichment, version: VERSION, startedAt: new Date() };
 }
 
 export async function closeContext(ctx: AppContext): Promise<void> {
@@ -148,6 +155,7 @@ export async function closeContext(ctx: AppContext): Promise<void> {
   await ctx.deliveries.stop();
   await ctx.scheduler.stop();
   await ctx.monitorEngine.stop();
+  await ctx.browser.close();
   await ctx.jobs.stop();
   await ctx.ai.flush();
   await ctx.invalidation.close();

@@ -560,3 +560,60 @@ describe('Helomatic monitoring: quotas and the address policy', () => {
     assert.equal(res.body.details.field, 'url');
   });
 });
+
+describe('Helomatic monitoring: fetcher "browser"', () => {
+  let s: TestServer;
+  let user: Awaited<ReturnType<typeof registerUser>>;
+  let site: Awaited<ReturnType<typeof startSite>>;
+  let skip: string | false = false;
+
+  before(async () => {
+    site = await startSite();
+    site.routes.set('/app', (_req, res) =>
+      res
+        .writeHead(200, { 'content-type': 'text/html' })
+        .end(`<!doctype html><div id="price"></div><script>fetch('/api/price').then(r => r.json()).then(j => { document.getElementById('price').textContent = j.price; });</script>`),
+    );
+    site.routes.set('/api/price', (_req, res) => res.writeHead(200, { 'content-type': 'application/json' }).end('{"price":"€ 42.00"}'));
+    s = await startTestServer({ ALLOW_PRIVATE_URLS: 'true' });
+    user = await registerUser(s);
+    const a = await s.ctx.browser.available();
+    if (!a.ok) skip = a.reason;
+  });
+  after(async () => {
+    await s.close();
+    await site.close();
+  });
+
+  test('a page that builds its content in JavaScript is rendered before extraction', async (t) => {
+    if (skip) return t.skip(skip);
+    const body = { name: 'SPA', url: `${site.url}/app`, schedule: 'daily', fetcher: 'browser', timeout: 15000, extractors: [{ type: 'css', selector: '#price', name: 'price' }] };
+    const res = await s.request('POST', '/api/monitoring/sources', { token: user.accessToken, body });
+    assert.equal(res.status, 201, res.text);
+    assert.equal(res.body.data.source.fetcher, 'browser');
+    const check = await s.request('POST', `/api/monitoring/sources/${res.body.data.source.id}/check`, { token: user.accessToken });
+    assert.equal(check.body.data.check.success, true, check.text);
+    assert.deepEqual(check.body.data.check.values, { price: '€ 42.00' });
+    // The same page over plain HTTP has no price: the script never ran.
+    const plain = await s.request('POST', '/api/monitoring/sources', { token: user.accessToken, body: { ...body, name: 'SPA plain', fetcher: 'http' } });
+    const plainCheck = await s.request('POST', `/api/monitoring/sources/${plain.body.data.source.id}/check`, { token: user.accessToken });
+    assert.deepEqual(plainCheck.body.data.check.values, { price: '' });
+  });
+
+  test('without a browser the API says so with a clear 400', async () => {
+    const none = await startTestServer({ ALLOW_PRIVATE_URLS: 'true', CHROMIUM_PATH: '/nonexistent/chromium' });
+    try {
+      const u = await registerUser(none);
+      const res = await none.request('POST', '/api/monitoring/sources', {
+        token: u.accessToken,
+        body: { name: 'SPA', url: `${site.url}/app`, schedule: 'daily', fetcher: 'browser', extractors: [{ type: 'css', selector: '#price', name: 'price' }] },
+      });
+      assert.equal(res.status, 400);
+      assert.equal(res.body.code, 'VALIDATION_ERROR');
+      assert.equal(res.body.details.field, 'fetcher');
+      assert.match(res.body.error, /Chromium/);
+    } finally {
+      await none.close();
+    }
+  });
+});

@@ -5,6 +5,7 @@ import type { WebhookService } from '../../domains/events/webhooks.ts';
 import type { ConversationService } from '../../domains/conversations/service.ts';
 import type { EnrichmentService } from '../../domains/enrichment/service.ts';
 import type { IdentityService } from '../../domains/identity/service.ts';
+import type { BrowserFetcher } from '../../domains/monitoring/browser.ts';
 import type { MonitorEngine } from '../../domains/monitoring/engine.ts';
 import type { MonitoringService } from '../../domains/monitoring/service.ts';
 import type { TaskService } from '../../domains/tasks/service.ts';
@@ -49,6 +50,8 @@ export interface AppContext {
   monitoring: MonitoringService;
   /** Runs due checks; started by `serve` (and by tests that need scheduled checks). */
   monitorEngine: MonitorEngine;
+  /** Chromium for `fetcher: browser` (launched on first use, closed when idle). */
+  browser: BrowserFetcher;
   /** Helomatic AI chat conversations. */
   conversations: ConversationService;
   /** Helomatic data enrichment (website, DNS, model inference); tests may replace it. */
