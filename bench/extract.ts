@@ -4,10 +4,14 @@
  *
  *   node bench/extract.ts                    (BENCH_ITERATIONS=500, BENCH_WARMUP=50)
  *
+ * "bare htmlparser2 parse" is `parseDocument` alone on the same page, in the same run: the yardstick.
  * "parse only" is `extractAll` with one CSS extractor that matches the first element (tree building
  * dominates); "parse + extract" runs the full set. Each iteration parses the page anew, as a
- * monitor check does. Prints a markdown table with p50/p99 per case.
+ * monitor check does. Prints a markdown table with p50/p99 per case and the ratio to the bare parse.
+ * Goal: parse + extract ≤ 1.5 × the bare parse.
  */
+import { parseDocument } from 'htmlparser2';
+import type { ChildNode } from 'domhandler';
 import { extractAll, type ExtractorSpec } from '../src/domains/monitoring/extract.ts';
 
 const ITERATIONS = Number(process.env.BENCH_ITERATIONS ?? 500);
@@ -127,20 +131,45 @@ function measure(page: string, specs: ExtractorSpec[]): { total: Stats; extract:
   return { total: stats(totals), extract: stats(extracts) };
 }
 
+function measureBare(page: string): Stats {
+  for (let i = 0; i < WARMUP; i++) parseDocument(page);
+  const times: number[] = [];
+  for (let i = 0; i < ITERATIONS; i++) {
+    const t = performance.now();
+    parseDocument(page);
+    times.push(performance.now() - t);
+  }
+  return stats(times);
+}
+
+function countElements(nodes: ChildNode[]): number {
+  let n = 0;
+  for (const node of nodes) {
+    if (node.type === 'tag' || node.type === 'script' || node.type === 'style') n++;
+    if ('children' in node) n += countElements(node.children as ChildNode[]);
+  }
+  return n;
+}
+
 const page = generateListingPage();
 const kb = (Buffer.byteLength(page) / 1024).toFixed(0);
+const elements = countElements(parseDocument(page).children);
+const bare = measureBare(page);
 const sample = extractAll(page, 'text/html', TYPICAL);
 const parseOnly = measure(page, PARSE_ONLY);
 const full = measure(page, TYPICAL);
 
-console.log(`Page: ${kb} KB, ${(sample.values[5]!.value as unknown[]).length} product cards; ${ITERATIONS} iterations after ${WARMUP} warm-up; Node ${process.version}\n`);
+console.log(`Page: ${kb} KB, ${elements} elements, ${(sample.values[5]!.value as unknown[]).length} product cards; ${ITERATIONS} iterations after ${WARMUP} warm-up; Node ${process.version}\n`);
 console.log('| case | page KB | extractors | p50 ms | p99 ms | mean ms |');
 console.log('| --- | ---: | ---: | ---: | ---: | ---: |');
 const row = (label: string, count: number, s: Stats): string =>
   `| ${label} | ${kb} | ${count} | ${s.p50.toFixed(2)} | ${s.p99.toFixed(2)} | ${s.mean.toFixed(2)} |`;
+console.log(row('bare htmlparser2 parse', 0, bare));
 console.log(row('parse only', PARSE_ONLY.length, parseOnly.total));
 console.log(row('parse + extract', TYPICAL.length, full.total));
 console.log(row('(of which the extractors)', TYPICAL.length, full.extract));
+const ratio = full.total.p50 / bare.p50;
+console.log(`\nparse + extract / bare parse (p50): ${ratio.toFixed(2)}× — goal ≤ 1.5×: ${ratio <= 1.5 ? 'PASS' : 'FAIL'}`);
 console.log('\nValues of one run:');
 for (const v of sample.values) {
   const shown = Array.isArray(v.value) ? `[${v.value.length} values, first ${JSON.stringify(v.value[0])}]` : JSON.stringify(v.value);

@@ -8,9 +8,10 @@
  * concurrency applies as with 50 real sites. Every check fetches a ~6 KB product page and runs a CSS,
  * an attribute and an XPath extractor. Sources are created through the service (validation, quota,
  * schedule) with their first check spread over the first minute. After one warm-up minute the run is
- * measured for BENCH_MINUTES: scheduled checks per minute, start lag (check start − due time) p50/p99,
+ * measured for BENCH_MINUTES: scheduled checks started per minute, start lag (check start − due time) p50/p99,
  * CPU of this process (user+system over wall time, 100% = one core) and peak RSS.
- * Goal: all N sources checked every minute with start lag p99 < 2 s (the issue asks to report them).
+ * Goal on PostgreSQL: 10,000 checks per minute (N per minute, 1% slack for the window edges) with
+ * start lag p99 < 5 s; PGlite is reported against the same line.
  */
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -110,7 +111,8 @@ async function run(engine: 'pglite' | 'postgres', sitePort: number): Promise<str
     `UPDATE schedules SET next_slot_at = now() + interval '5 seconds' + (random() * interval '60 seconds'),
                           next_run_at = NULL WHERE entity_type = 'monitor_source'`,
   );
-  await ctx.db.query(`UPDATE schedules SET next_run_at = next_slot_at WHERE entity_type = 'monitor_source'`);
+  // With the jitter every later run gets (a tenth of the period), so the first round looks like the rest.
+  await ctx.db.query(`UPDATE schedules SET next_run_at = next_slot_at + random() * make_interval(secs => jitter_seconds) WHERE entity_type = 'monitor_source'`);
   const createSeconds = (Date.now() - t0) / 1000;
 
   ctx.scheduler.start();
@@ -132,10 +134,30 @@ async function run(engine: 'pglite' | 'postgres', sitePort: number): Promise<str
 
   const { rows } = await ctx.db.query<{ lag_ms: number; ok: boolean }>(
     `SELECT extract(epoch FROM (started_at - due_at)) * 1000 AS lag_ms, ok FROM monitor_checks
-      WHERE trigger = 'schedule' AND due_at >= $1 AND due_at < $2`,
+      WHERE trigger = 'schedule' AND started_at >= $1 AND started_at < $2`,
     [measureStart, measureEnd],
   );
   const lags = rows.map((r) => Number(r.lag_ms)).sort((a, b) => a - b);
+  // Slots the scheduler fired in the same window (its own record), to tell firing from checking.
+  const fired = await ctx.db.query<{ n: number }>(
+    `SELECT count(*)::int AS n FROM schedule_runs r JOIN schedules s ON s.id = r.schedule_id
+      WHERE s.entity_type = 'monitor_source' AND r.due_at >= $1 AND r.due_at < $2`,
+    [measureStart, measureEnd],
+  );
+  if (process.env.BENCH_DEBUG) {
+    const extra = await ctx.db.query(
+      `SELECT (SELECT count(*)::int FROM monitor_checks) AS all_checks,
+              (SELECT count(*)::int FROM monitor_checks WHERE due_at IS NULL) AS null_due,
+              (SELECT max(n)::int FROM (SELECT count(*) AS n FROM monitor_checks GROUP BY source_id) x) AS max_per_source,
+              (SELECT min(n)::int FROM (SELECT count(*) AS n FROM monitor_checks GROUP BY source_id) x) AS min_per_source,
+              (SELECT count(*)::int FROM schedule_runs) AS all_runs,
+              (SELECT count(*)::int FROM monitor_sources WHERE check_due_at IS NOT NULL) AS pending,
+              (SELECT count(*)::int FROM schedule_runs r WHERE r.due_at >= $1 AND r.due_at < $2) AS runs_in_window,
+              (SELECT count(*)::int FROM monitor_checks c WHERE c.started_at >= $1 AND c.started_at < $2) AS started_in_window`,
+      [measureStart, measureEnd],
+    );
+    console.error(JSON.stringify({ engine, checks: rows.length, firedSlots: fired.rows[0]!.n, ...extra.rows[0] }));
+  }
   const failed = rows.filter((r) => !r.ok).length;
   const perMinute = rows.length / MINUTES;
   const wallMs = measureEnd.getTime() - measureStart.getTime();
@@ -143,7 +165,7 @@ async function run(engine: 'pglite' | 'postgres', sitePort: number): Promise<str
   await closeContext(ctx);
   await store.drop();
   rmSync(dataDir, { recursive: true, force: true });
-  const goal = perMinute >= SOURCES * 0.98 && pct(lags, 99) < 2000 ? 'PASS' : 'FAIL';
+  const goal = perMinute >= SOURCES * 0.99 && pct(lags, 99) < 5000 ? 'PASS' : 'FAIL';
   return `| ${engine} | ${SOURCES} | ${createSeconds.toFixed(0)} | ${MINUTES} | ${Math.round(perMinute)} | ${failed} | ${pct(lags, 50).toFixed(0)} | ${pct(lags, 99).toFixed(0)} | ${cpuPct.toFixed(0)}% | ${(peakRss / 1048576).toFixed(0)} | ${goal} |`;
 }
 

@@ -354,8 +354,12 @@ describe('Helomatic monitoring sources', () => {
     const first = Date.parse(res.body.data.source.next_check);
     assert.ok(first > Date.now() + 50_000 && first <= Date.now() + 60_000 + 7_000, `next_check ${res.body.data.source.next_check}`);
     // Bring the due time forward instead of waiting a minute.
-    const due = new Date(Date.now() + 1000);
-    await s.ctx.db.query(`UPDATE schedules SET next_run_at = $2, next_slot_at = $2 WHERE entity_type = 'monitor_source' AND entity_id = $1`, [id, due]);
+    const { rows } = await s.ctx.db.query<{ due: Date }>(
+      `UPDATE schedules SET next_slot_at = now() + interval '1.000123 seconds', next_run_at = now() + interval '1.000123 seconds'
+        WHERE entity_type = 'monitor_source' AND entity_id = $1 RETURNING next_run_at AS due`,
+      [id],
+    );
+    const due = rows[0]!.due;
     const entry = await until(async () => {
       const h = await s.request('GET', `/api/monitoring/sources/${id}/history`, { token: alice.accessToken });
       return h.body.data.history[0];
@@ -364,6 +368,11 @@ describe('Helomatic monitoring sources', () => {
     assert.ok(entry.due_at, 'a scheduled check records when it was due');
     const lag = Date.parse(entry.started_at) - Date.parse(entry.due_at);
     assert.ok(lag >= 0 && lag < 2000, `started ${lag} ms after it was due`);
+    await new Promise((r) => setTimeout(r, 1500));
+    const after = await s.request('GET', `/api/monitoring/sources/${id}/history`, { token: alice.accessToken });
+    assert.equal(after.body.data.pagination.total, 1, 'one firing, one check');
+    const pending = await s.ctx.db.query<{ check_due_at: Date | null }>('SELECT check_due_at FROM monitor_sources WHERE id = $1', [id]);
+    assert.equal(pending.rows[0]!.check_due_at, null);
     const src = await s.request('GET', `/api/monitoring/sources/${id}`, { token: alice.accessToken });
     const next = Date.parse(src.body.data.source.next_check);
     assert.ok(next - due.getTime() >= 59_000 && next - due.getTime() <= 67_000, `next ${src.body.data.source.next_check}`);

@@ -179,7 +179,7 @@ export class MonitorEngine {
 
   private async claim(limit: number): Promise<ClaimedSource[]> {
     const { rows } = await this.db.query<ClaimedSource>(
-      `UPDATE monitor_sources s SET check_lease_until = ${LEASE_SQL}
+      `UPDATE monitor_sources s SET check_lease_until = ${LEASE_SQL}, check_claimed_due = s.check_due_at
         WHERE s.id IN (SELECT id FROM monitor_sources
                         WHERE check_due_at IS NOT NULL AND check_due_at <= now() AND status <> 'paused'
                           AND (check_lease_until IS NULL OR check_lease_until < now())
@@ -213,7 +213,7 @@ export class MonitorEngine {
    */
   async checkNow(ownerId: string, id: string): Promise<CheckEntry> {
     const { rows } = await this.db.query<ClaimedSource>(
-      `UPDATE monitor_sources s SET check_lease_until = ${LEASE_SQL}
+      `UPDATE monitor_sources s SET check_lease_until = ${LEASE_SQL}, check_claimed_due = NULL
         WHERE s.id = $1 AND s.owner_id = $2 AND (s.check_lease_until IS NULL OR s.check_lease_until < now())
         RETURNING ${CLAIM_COLUMNS}`,
       [id, ownerId],
@@ -363,10 +363,11 @@ export class MonitorEngine {
             last_error = CASE WHEN $3 THEN NULL ELSE $7 END,
             status = CASE WHEN status = 'paused' THEN 'paused' WHEN $3 THEN 'active' ELSE 'error' END,
             check_lease_until = NULL,
-            check_due_at = CASE WHEN $8::timestamptz IS NOT NULL AND check_due_at <= $8 THEN NULL ELSE check_due_at END
+            check_due_at = CASE WHEN check_claimed_due IS NOT NULL AND check_due_at <= check_claimed_due THEN NULL ELSE check_due_at END,
+            check_claimed_due = NULL
           WHERE id = $1
           RETURNING consecutive_failures`,
-        [source.id, entry.checkedAt, o.ok, o.values ? JSON.stringify(o.values) : null, o.etag, o.lastModified, o.error, source.check_due_at],
+        [source.id, entry.checkedAt, o.ok, o.values ? JSON.stringify(o.values) : null, o.etag, o.lastModified, o.error],
       );
       await this.emit(tx, source, entry, changes, updated.rows[0]!.consecutive_failures);
       await this.prune(tx, source.id);

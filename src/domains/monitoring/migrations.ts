@@ -71,4 +71,13 @@ export const monitoringMigrations: Migration[] = [
       ALTER TABLE events ADD COLUMN entity_id text;
     `,
   },
+  {
+    version: 901,
+    name: 'monitor_sources_claimed_due',
+    sql: `
+      -- The due time a scheduled check claimed, kept in the row so the check clears exactly that one
+      -- (a newer firing that arrived meanwhile stays pending), whatever the client's clock precision.
+      ALTER TABLE monitor_sources ADD COLUMN check_claimed_due timestamptz;
+    `,
+  },
 ];
