@@ -102,6 +102,23 @@ describe('css', () => {
     assert.deepEqual(css('.specs > tbody > tr > th', { multiple: true }), ['Weight', 'Drop', 'Colours', 'Upper']);
   });
 
+  test('a selector ending in a tag (answered from the name index) matches what the full walk matches', () => {
+    // `*:is(x)` has no tag in its last compound, so css-select walks every element: the reference.
+    const cases: [string, string][] = [
+      ['table td', 'table *:is(td)'],
+      ['.specs tbody tr', '.specs tbody *:is(tr)'],
+      ['#header A', '#header *:is(a)'],
+      ['ul li', 'ul *:is(li)'],
+      ['div div span', 'div div *:is(span)'],
+      ['body p', 'body *:is(p)'],
+    ];
+    for (const [indexed, walked] of cases) {
+      const got = css(indexed, { multiple: true }) as string[];
+      assert.ok(got.length > 0, `${indexed} matches something`);
+      assert.deepEqual(got, css(walked, { multiple: true }), indexed);
+    }
+  });
+
   test('multiple with attribute skips elements that lack it; first-match mode too', () => {
     const hrefs = css('.card a, .card', { multiple: true, attribute: 'href' });
     assert.deepEqual(hrefs, ['/p/101', '/p/102', '/p/103']);
@@ -156,6 +173,42 @@ describe('xpath', () => {
   test('the attribute option reads an attribute of the matched elements', () => {
     assert.equal(xpath("//div[contains(@class,'card')][last()]/a", { attribute: 'href' }), '/p/103');
     assert.deepEqual(xpath("//div[contains(@class,'card')]", { attribute: 'data-id', multiple: true }), ['101', '102', '103']);
+  });
+
+  test('//name inside an element (answered from the name index) selects what the tree walk selects', () => {
+    // `*[local-name()='x']` is not a plain name test, so it walks the subtree: the reference.
+    const cases: [string, string][] = [
+      ['//table//td', "//table//*[local-name()='td']"],
+      ["//table[@class='specs']//tr", "//table[@class='specs']//*[local-name()='tr']"],
+      ['//tbody//th', "//tbody//*[local-name()='th']"],
+      ['//div//div//span', "//div//div//*[local-name()='span']"],
+      ["//*[@id='header']//A", "//*[@id='header']//*[local-name()='a']"],
+      ['//ul//li', "//ul//*[local-name()='li']"],
+      ["//div[.//a][last()]//a", "//div[.//a][last()]//*[local-name()='a']"],
+    ];
+    for (const [indexed, walked] of cases) {
+      const got = xpath(indexed, { multiple: true }) as string[];
+      assert.ok(got.length > 0, `${indexed} matches something`);
+      assert.deepEqual(got, xpath(walked, { multiple: true }), indexed);
+      assert.equal(xpath(`count(${indexed})`), got.length, `count(${indexed})`);
+    }
+    // Elements of another branch never leak in, also at the end of the document.
+    assert.equal(xpath("count(//div[contains(@class,'card')][1]//a)"), 1);
+    assert.equal(xpath('count(//footer//table)'), 0);
+  });
+
+  test('XML documents keep the index case-sensitive', () => {
+    const feed = '<?xml version="1.0"?><feed><Entry><title>A</title></Entry><entry><title>b</title><entry><title>c</title></entry></entry></feed>';
+    const xml = (type: ExtractorType, selector: string): unknown => {
+      const r = one(feed, { type, selector, multiple: true }, 'application/xml');
+      assert.equal(r.warning, null, selector);
+      return r.value;
+    };
+    assert.deepEqual(xml('xpath', '//entry//title'), ['b', 'c']);
+    assert.deepEqual(xml('xpath', '//feed//Entry/title'), ['A']);
+    assert.deepEqual(xml('xpath', '//entry/entry//title'), ['c']);
+    assert.deepEqual(xml('css', 'feed Entry title'), ['A']);
+    assert.deepEqual(xml('css', 'feed entry title'), ['b', 'c']);
   });
 
   test('location paths: absolute, relative, //, and the tbody that browsers insert', () => {

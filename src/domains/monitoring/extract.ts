@@ -192,6 +192,28 @@ interface HtmlTree {
   doc: Document;
   /** XML content types are parsed in XML mode: names keep their case and are matched exactly. */
   xml: boolean;
+  /**
+   * Elements by name in document order, recorded while the parser opens them: `//name` paths and CSS
+   * selectors ending in a tag name test only those elements instead of walking the whole tree.
+   */
+  byName: Map<string, Element[]>;
+}
+
+function elementsNamed(tree: HtmlTree, name: string): Element[] {
+  return tree.byName.get(name) ?? [];
+}
+
+/** DomHandler that also indexes every element by name as it opens (so in document order). */
+class IndexingDomHandler extends DomHandler {
+  readonly byName = new Map<string, Element[]>();
+
+  override onopentag(name: string, attribs: Record<string, string>): void {
+    super.onopentag(name, attribs);
+    const el = this.tagStack[this.tagStack.length - 1] as Element;
+    const list = this.byName.get(el.name);
+    if (list) list.push(el);
+    else this.byName.set(el.name, [el]);
+  }
 }
 
 function isXmlContentType(contentType: string | undefined): boolean {
@@ -204,13 +226,11 @@ function isXmlContentType(contentType: string | undefined): boolean {
 function parseHtml(body: string, xml: boolean): HtmlTree {
   // Start indices (source offsets) double as document-order keys for XPath node-sets.
   const options = { xmlMode: xml, withStartIndices: true };
-  const tables: Element[] = [];
-  const handler = new DomHandler(undefined, options, (el) => {
-    if (el.name === 'table') tables.push(el);
-  });
+  const handler = new IndexingDomHandler(undefined, options);
   new Parser(handler, options).end(body);
-  if (!xml) insertImplicitTbody(tables);
-  return { doc: handler.root, xml };
+  const tree: HtmlTree = { doc: handler.root, xml, byName: handler.byName };
+  if (!xml) insertImplicitTbody(tree);
+  return tree;
 }
 
 /**
@@ -219,7 +239,10 @@ function parseHtml(body: string, xml: boolean): HtmlTree {
  * `.../table/tbody/tr[2]/td`). htmlparser2 does not, so the same wrapping is done here: each run of
  * `<tr>` children (with the whitespace and comments between them) moves into a new `<tbody>`.
  */
-function insertImplicitTbody(tables: Element[]): void {
+function insertImplicitTbody(tree: HtmlTree): void {
+  const tables = tree.byName.get('table');
+  if (!tables) return;
+  const added: Element[] = [];
   for (const table of tables) {
     const children = table.children;
     if (!children.some((c) => isTag(c) && c.name === 'tr')) continue;
@@ -242,8 +265,15 @@ function insertImplicitTbody(tables: Element[]): void {
       tbody.startIndex = (c.startIndex ?? 0) - 0.5; // keeps source offsets usable as document order
       prepend(c, tbody);
       for (const node of run) appendChild(tbody, node);
+      added.push(tbody);
       i = children.indexOf(tbody) + 1;
     }
+  }
+  if (added.length) {
+    // The name index stays in document order with the new elements in it.
+    const all = [...(tree.byName.get('tbody') ?? []), ...added];
+    all.sort((a, b) => (a.startIndex ?? 0) - (b.startIndex ?? 0));
+    tree.byName.set('tbody', all);
   }
 }
 
@@ -339,15 +369,49 @@ function checkCssGroups(groups: CssSelector[][]): string | null {
   return null;
 }
 
+const cssCache = new Map<string, ReturnType<typeof compileCssQuery<AnyNode, Element>>>();
+
+/** css-select compiles a selector on every call; monitors run the same ones again and again. */
+function cssQuery(selector: string, xml: boolean) {
+  return cached(cssCache, `${xml ? 'x' : 'h'}\u0000${selector}`, () => compileCssQuery<AnyNode, Element>(selector, xml ? CSS_XML_OPTIONS : CSS_HTML_OPTIONS));
+}
+
 function extractCss(tree: HtmlTree, spec: ExtractorSpec): ExtractedValue {
   const options = tree.xml ? CSS_XML_OPTIONS : CSS_HTML_OPTIONS;
+  const query = cssQuery(spec.selector, tree.xml);
   const noMatch = `no element matches CSS selector '${spec.selector}'`;
-  if (!spec.multiple && spec.attribute === undefined) {
-    const el = selectOne<AnyNode, Element>(spec.selector, tree.doc, options);
-    return el ? { name: spec.name, value: readableText(el), warning: null } : miss(spec, noMatch);
+  if (!spec.multiple) {
+    // The first match stops the walk; only when it lacks the attribute are the others needed.
+    const el = selectOne<AnyNode, Element>(query, tree.doc, options);
+    if (!el) return miss(spec, noMatch);
+    if (spec.attribute === undefined) return { name: spec.name, value: readableText(el), warning: null };
+    const attr = tree.xml ? spec.attribute : spec.attribute.toLowerCase();
+    if (Object.hasOwn(el.attribs, attr)) return { name: spec.name, value: el.attribs[attr]!, warning: null };
   }
-  const elements = selectAll<AnyNode, Element>(spec.selector, tree.doc, options);
+  const tag = rightmostTag(spec.selector, tree.xml);
+  // Only elements of the selector's last tag can match it: test those (already in document order).
+  const elements = tag === null ? selectAll<AnyNode, Element>(query, tree.doc, options) : elementsNamed(tree, tag).filter(query);
   return elementValues(spec, elements, tree.xml, noMatch);
+}
+
+const rightmostTagCache = new Map<string, string | null>();
+
+/**
+ * The tag name every match of a one-group selector must have (`a` in `.card .title a`), or null
+ * when there is none to rely on (a comma group, a universal or namespaced last compound).
+ */
+function rightmostTag(selector: string, xml: boolean): string | null {
+  return cached(rightmostTagCache, `${xml ? 'x' : 'h'}\u0000${selector}`, () => {
+    const groups = parseCss(selector);
+    if (groups.length !== 1) return null;
+    const tokens = groups[0]!;
+    for (let i = tokens.length - 1; i >= 0; i--) {
+      const t = tokens[i]!;
+      if (COMBINATORS.has(t.type)) return null;
+      if (t.type === 'tag') return t.namespace ? null : xml ? t.name : t.name.toLowerCase();
+    }
+    return null;
+  });
 }
 
 /** Text (or the spec's attribute) of each element; elements without the attribute are skipped. */
@@ -1079,11 +1143,35 @@ function applyStep(step: Step, node: XNode, doc: HtmlTree): XNode[] {
   return REVERSE_AXES.has(step.axis) ? nodes.reverse() : nodes;
 }
 
+/**
+ * `[@name='literal']` (either side, `=` or `!=`): the commonest predicate of scraping paths, answered
+ * from the element's attribute map without building attribute nodes. Null when the shape differs.
+ */
+function attributeTest(predicate: Expr, html: boolean): { attr: string; value: string; equal: boolean } | null {
+  if (predicate.kind !== 'binary' || (predicate.op !== '=' && predicate.op !== '!=')) return null;
+  const pair = predicate.left.kind === 'literal' ? [predicate.right, predicate.left] : [predicate.left, predicate.right];
+  const [path, literal] = pair as [Expr, Expr];
+  if (literal.kind !== 'literal' || path.kind !== 'path' || path.absolute || path.start || path.steps.length !== 1) return null;
+  const step = path.steps[0]!;
+  if (step.axis !== 'attribute' || step.test.kind !== 'name' || step.predicates.length) return null;
+  return { attr: html ? step.test.lower : step.test.name, value: literal.value, equal: predicate.op === '=' };
+}
+
 function filterByPredicate(nodes: XNode[], predicate: Expr, doc: HtmlTree): XNode[] {
   // A constant number predicate ([1], [3]) is a plain index.
   if (predicate.kind === 'number') {
     const hit = Number.isInteger(predicate.value) ? nodes[predicate.value - 1] : undefined;
     return hit ? [hit] : [];
+  }
+  const fast = attributeTest(predicate, !doc.xml);
+  if (fast) {
+    // Same XPath semantics: `@a='x'` is true when the attribute exists with that value; `@a!='x'`
+    // when it exists with another value (an absent attribute is an empty node-set: false for both).
+    return nodes.filter((n) => {
+      if (!isTag(n as AnyNode)) return false;
+      const v = (n as Element).attribs[fast.attr];
+      return v !== undefined && (v === fast.value) === fast.equal;
+    });
   }
   const size = nodes.length;
   const out: XNode[] = [];
@@ -1136,6 +1224,11 @@ function collectAxis(step: Step, node: XNode, doc: HtmlTree): XNode[] {
       if (test.kind === 'name') {
         // The common //name: compare names directly instead of going through matchesTest.
         const name = html ? test.lower : test.name;
+        // The page's name index answers without walking the tree: everything from the document,
+        // the run of start offsets inside the element otherwise.
+        if (node === doc.doc) return [...elementsNamed(doc, name)];
+        const inside = descendantsNamed(doc, node, name);
+        if (inside) return inside;
         descendants(node, (n) => {
           if (isTag(n) && n.name === name) out.push(n);
         });
@@ -1182,6 +1275,35 @@ function collectAxis(step: Step, node: XNode, doc: HtmlTree): XNode[] {
       }
       break;
   }
+  return out;
+}
+
+/**
+ * Elements named `name` inside `node`, from the name index: those whose start offset lies after the
+ * node's own and before the first node that follows it outside it. Null when offsets are missing.
+ */
+function descendantsNamed(tree: HtmlTree, node: AnyNode, name: string): Element[] | null {
+  const start = node.startIndex;
+  if (start === null) return null;
+  let bound = Infinity;
+  for (let cur: AnyNode | null = node; cur; cur = cur.parent) {
+    if (cur.next) {
+      if (cur.next.startIndex === null) return null;
+      bound = cur.next.startIndex;
+      break;
+    }
+  }
+  const list = elementsNamed(tree, name);
+  // First element starting after the node (binary search: the list is in document order).
+  let lo = 0;
+  let hi = list.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >>> 1;
+    if ((list[mid]!.startIndex ?? -1) <= start) lo = mid + 1;
+    else hi = mid;
+  }
+  const out: Element[] = [];
+  for (let i = lo; i < list.length && list[i]!.startIndex! < bound; i++) out.push(list[i]!);
   return out;
 }
 
