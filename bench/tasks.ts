@@ -47,6 +47,17 @@ function cpuSecondsOf(pid: number | undefined): number {
   }
 }
 
+/** Read and write system calls a process has made so far, from /proc (Linux); NaN elsewhere. */
+function syscallsOf(pid: number | undefined): { reads: number; writes: number } {
+  try {
+    const io = readFileSync(`/proc/${pid}/io`, 'utf8');
+    const field = (name: string) => Number(new RegExp(`^${name}: (\\d+)$`, 'm').exec(io)?.[1] ?? NaN);
+    return { reads: field('syscr'), writes: field('syscw') };
+  } catch {
+    return { reads: NaN, writes: NaN };
+  }
+}
+
 function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
     const srv = createServer();
@@ -131,6 +142,24 @@ function call(base: string, method: string, path: string, token: string | null, 
   });
 }
 
+/** The benchmark database's transaction and row-write counters (PostgreSQL's own statistics). */
+async function pgCounters(database: string | null): Promise<{ commits: number; writes: number } | null> {
+  if (!database) return null;
+  const c = new pg.Client({ connectionString: PG_ADMIN_URL });
+  await c.connect();
+  try {
+    // Backends report their counters at most once a second: give the last ones time to land.
+    await c.query('SELECT pg_stat_clear_snapshot()');
+    const { rows } = await c.query<{ commits: string; writes: string }>(
+      `SELECT xact_commit + xact_rollback AS commits, tup_inserted + tup_updated + tup_deleted AS writes FROM pg_stat_database WHERE datname = $1`,
+      [database],
+    );
+    return rows[0] ? { commits: Number(rows[0].commits), writes: Number(rows[0].writes) } : null;
+  } finally {
+    await c.end();
+  }
+}
+
 function pct(sorted: number[], p: number): number {
   return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? NaN;
 }
@@ -143,8 +172,10 @@ async function runOnce(engine: 'pglite' | 'postgres') {
     SECRETS_KEY: randomBytes(32).toString('base64url'),
   };
   const cleanup: (() => Promise<void> | void)[] = [];
+  let database: string | null = null;
   if (engine === 'postgres') {
     const name = `ms_bench_tasks_${randomBytes(4).toString('hex')}`;
+    database = name;
     const admin = new pg.Client({ connectionString: PG_ADMIN_URL });
     await admin.connect();
     await admin.query(`CREATE DATABASE ${name}`);
@@ -183,8 +214,10 @@ async function runOnce(engine: 'pglite' | 'postgres') {
     let creating = true;
     const started = Date.now();
     const serverCpu0 = cpuSecondsOf(child.pid);
+    const serverIo0 = syscallsOf(child.pid);
     const clientCpu0 = process.cpuUsage();
     const machine0 = machineBusySeconds();
+    const pg0 = await pgCounters(database);
     let next = 0;
     const creators = Array.from({ length: CREATORS }, async () => {
       while (next < TASKS) {
@@ -217,12 +250,20 @@ async function runOnce(engine: 'pglite' | 'postgres') {
     await Promise.all(workers);
     const seconds = (Date.now() - started) / 1000;
     const serverCpu = cpuSecondsOf(child.pid) - serverCpu0;
+    const serverIo = syscallsOf(child.pid);
     const clientUsage = process.cpuUsage(clientCpu0);
     const clientCpu = (clientUsage.user + clientUsage.system) / 1e6;
     // Everything else: PostgreSQL (on that engine) and whatever else the machine was doing.
     const otherCpu = machineBusySeconds() - machine0 - serverCpu - clientCpu;
+    await new Promise((r) => setTimeout(r, 1200));
+    const pg1 = await pgCounters(database);
+    const perTask = (v: number | undefined, w: number | undefined) => (v === undefined || w === undefined ? '—' : ((w - v) / completed).toFixed(1));
     const sorted = pickups.sort((a, b) => a - b);
-    return { engine, completed, seconds, perSecond: completed / seconds, p50: pct(sorted, 50), p99: pct(sorted, 99), serverCpu, clientCpu, otherCpu };
+    return {
+      engine, completed, seconds, perSecond: completed / seconds, p50: pct(sorted, 50), p99: pct(sorted, 99), serverCpu, clientCpu, otherCpu,
+      commitsPerTask: perTask(pg0?.commits, pg1?.commits), writesPerTask: perTask(pg0?.writes, pg1?.writes),
+      serverSyscalls: `${perTask(serverIo0.reads, serverIo.reads)} / ${perTask(serverIo0.writes, serverIo.writes)}`,
+    };
   } finally {
     for (const c of cleanup) await c();
     agent.destroy();
@@ -236,9 +277,9 @@ console.log(
 const rows = [];
 const engines = (process.env.BENCH_ENGINES ?? 'pglite,postgres').split(',') as ('pglite' | 'postgres')[];
 for (const engine of engines) rows.push(await runOnce(engine));
-console.log('| engine | tasks completed | seconds | tasks/s | pickup p50 ms | pickup p99 ms | server CPU s | bench CPU s | other CPU s | goal |');
-console.log('|---|---|---|---|---|---|---|---|---|---|');
+console.log('| engine | tasks completed | seconds | tasks/s | pickup p50 ms | pickup p99 ms | server CPU s | bench CPU s | other CPU s | server reads / writes (syscalls) per task | PG commits/task | PG row writes/task | goal |');
+console.log('|---|---|---|---|---|---|---|---|---|---|---|---|---|');
 for (const r of rows) {
   const goal = r.engine === 'postgres' ? (r.perSecond >= 1000 && r.p50 <= 20 ? 'PASS' : 'FAIL') + ' (>= 1,000/s, p50 <= 20 ms)' : '—';
-  console.log(`| ${r.engine} | ${r.completed} | ${r.seconds.toFixed(1)} | ${Math.round(r.perSecond)} | ${Math.round(r.p50)} | ${Math.round(r.p99)} | ${r.serverCpu.toFixed(1)} | ${r.clientCpu.toFixed(1)} | ${r.otherCpu.toFixed(1)} | ${goal} |`);
+  console.log(`| ${r.engine} | ${r.completed} | ${r.seconds.toFixed(1)} | ${Math.round(r.perSecond)} | ${Math.round(r.p50)} | ${Math.round(r.p99)} | ${r.serverCpu.toFixed(1)} | ${r.clientCpu.toFixed(1)} | ${r.otherCpu.toFixed(1)} | ${r.serverSyscalls} | ${r.commitsPerTask} | ${r.writesPerTask} | ${goal} |`);
 }

@@ -260,6 +260,9 @@ describe('workers', () => {
   test('a completion with claim_next hands back the next task, claimed under the heartbeat rules', async () => {
     const user = await registerUser(s);
     const other = await registerUser(s);
+    // Events are written for owners with a webhook (checked at the end); deliveries are not started here.
+    const hook = await s.request('POST', '/api/v1/webhooks', { token: user.accessToken, body: { url: 'http://127.0.0.1:9/hook', events: ['task.*'] } });
+    assert.equal(hook.status, 201, hook.text);
     const w = await register(user.accessToken, 'chain', ['testing']);
     const first = await create(user.accessToken, { title: 'first', type: 'testing' });
     const second = await create(user.accessToken, { title: 'second', type: 'testing', priority: 'low' });
@@ -362,6 +365,33 @@ describe('workers', () => {
     const got = await Promise.all(polls);
     assert.deepEqual(got.map((t) => t?.id).sort(), [...ids].sort());
     assert.ok(Date.now() - started < 900, `all picked up after ${Date.now() - started} ms (not by the one-second poll)`);
+  });
+
+  test('event rows are written only for an owner with an active webhook', async () => {
+    const user = await registerUser(s);
+    const w = await register(user.accessToken, 'quiet', ['testing']);
+    const eventsOf = async (taskIds: string[]) =>
+      (await s.ctx.db.query<{ type: string }>(`SELECT type FROM events WHERE data->>'task_id' = ANY($1::text[]) ORDER BY created_at, id`, [taskIds])).rows.map((r) => r.type);
+    const run = async (title: string) => {
+      const t = await create(user.accessToken, { title, type: 'testing' });
+      assert.equal((await heartbeat(user.accessToken, w))?.id, t.id);
+      const done = await s.request('PUT', `/api/v1/tasks/${t.id}`, { token: user.accessToken, body: { status: 'completed', worker_id: w, claim_next: true } });
+      assert.equal(done.body.status, 'completed');
+      return t.id as string;
+    };
+    const unheard = await run('nobody listens');
+    assert.deepEqual(await eventsOf([unheard]), [], 'no subscription: no outbox rows');
+
+    const hook = await s.request('POST', '/api/v1/webhooks', { token: user.accessToken, body: { url: 'http://127.0.0.1:9/hook', events: ['task.completed'] } });
+    assert.equal(hook.status, 201, hook.text);
+    const heard = await run('someone listens');
+    assert.deepEqual(await eventsOf([heard]), ['task.created', 'task.started', 'task.completed']);
+
+    // A paused (inactive) subscription hears nothing, so nothing is written either.
+    const paused = await s.request('PUT', `/api/v1/webhooks/${hook.body.id}`, { token: user.accessToken, body: { active: false } });
+    assert.equal(paused.status, 200, paused.text);
+    const quietAgain = await run('paused');
+    assert.deepEqual(await eventsOf([quietAgain]), []);
   });
 
   test('task events reach a webhook in the document payload', async () => {

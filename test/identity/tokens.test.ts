@@ -8,6 +8,7 @@ import { createHmac } from 'node:crypto';
 import { after, before, describe, test } from 'node:test';
 import { SignJWT, decodeJwt } from 'jose';
 import { listAuditEvents } from '../../src/domains/audit/service.ts';
+import { createAccessTokenSigner } from '../../src/domains/identity/tokens.ts';
 import { registerUser, startTestServer, TEST_JWT_SECRET, uniqueEmail, type TestResponse, type TestServer } from '../helpers/server.ts';
 import { AUTH_PROBES, FACES, assertFaceError, assertRefusedEverywhere, header, loginRequest, requestFrom, type Face } from '../http/face-errors.ts';
 
@@ -115,6 +116,20 @@ describe('access tokens', () => {
     assert.match(header(db, 'www-authenticate') ?? '', /error="invalid_token"/);
     // Same claims, still valid: accepted, so the refusal above was the expiry.
     assertAccepted(await s.request('GET', '/api/v1/users/me', { token: await forge(sub, sid) }), 'unexpired twin');
+  });
+
+  test('a token accepted once (and remembered as verified) is refused once it expires', async () => {
+    const signer = createAccessTokenSigner({ secret: TEST_JWT_SECRET, issuer: ISSUER, audience: AUDIENCE, ttlSeconds: 1 });
+    const { token, expiresAt } = await signer.sign({ userId: 'usr_a', sessionId: 'ses_a' });
+    assert.deepEqual(await signer.verify(token), { userId: 'usr_a', sessionId: 'ses_a' });
+    assert.deepEqual(await signer.verify(token), { userId: 'usr_a', sessionId: 'ses_a' }, 'the second answer (remembered) is the same');
+    await new Promise((r) => setTimeout(r, expiresAt.getTime() - Date.now() + 20));
+    await assert.rejects(signer.verify(token), (err: Error & { code?: string }) => err.code === 'AUTH_EXPIRED');
+    // The same claims under another key are never taken from what was remembered.
+    const other = createAccessTokenSigner({ secret: `${TEST_JWT_SECRET}-other`, issuer: ISSUER, audience: AUDIENCE, ttlSeconds: 60 });
+    const fresh = await signer.sign({ userId: 'usr_a', sessionId: 'ses_a' });
+    await signer.verify(fresh.token);
+    await assert.rejects(other.verify(fresh.token), (err: Error & { code?: string }) => err.code === 'AUTH_REQUIRED');
   });
 
   test("a payload changed to another user's id, signature kept, is refused on every face", async () => {

@@ -9,6 +9,7 @@ import { after, test } from 'node:test';
 import { createWorker, type Worker } from '../../src/worker/index.ts';
 import { ENGINE, emptyPgDatabase } from '../helpers/engine.ts';
 import { freePort, http, running, sleep, spawnServer, stopAll, waitHealthy, type ServerProcess } from '../helpers/process.ts';
+import { startReceiver } from '../helpers/receiver.ts';
 import { registerUser, startTestServer } from '../helpers/server.ts';
 
 const cleanups: (() => Promise<void>)[] = [];
@@ -17,7 +18,7 @@ after(async () => {
 });
 
 test('1,000 tasks, 8 workers: each completes exactly once, critical before low, gpu tasks only on gpu workers', { timeout: 240_000 }, async () => {
-  const s = await startTestServer();
+  const s = await startTestServer({ ALLOW_PRIVATE_URLS: '127.0.0.0/8' });
   await s.app.listen({ port: 0, host: '127.0.0.1' });
   const base = `http://127.0.0.1:${(s.app.server.address() as AddressInfo).port}`;
   const workers: Worker[] = [];
@@ -27,6 +28,9 @@ test('1,000 tasks, 8 workers: each completes exactly once, critical before low, 
     await s.close();
   });
   const user = await registerUser(s);
+  // The task.completed events (written for owners with a webhook) count the completions below.
+  const hook = await s.request('POST', '/api/v1/webhooks', { token: user.accessToken, body: { url: 'http://127.0.0.1:9/hook', events: ['task.completed'] } });
+  assert.equal(hook.status, 201, hook.text);
   const priorities = ['low', 'normal', 'high', 'critical'] as const;
   const gpuTasks = new Set<string>();
   for (let i = 0; i < 1000; i++) {
@@ -94,11 +98,17 @@ test(
       SECRETS_KEY: 'kill-test-secrets-key-0123456789abcdef01234',
       WORKER_TIMEOUT: '3',
       RATE_LIMITS: JSON.stringify({ tasks: { free: 1000000, anonymous: 1000000 }, monitoring: { anonymous: 1000000 } }),
+      ALLOW_PRIVATE_URLS: '127.0.0.0/8',
     };
+    const receiver = await startReceiver();
+    cleanups.push(() => receiver.close());
     let server: ServerProcess = spawnServer('first', port, env);
     await waitHealthy(server, 60_000);
     const reg = await http(server, 'POST', '/api/auth/register', { body: { email: 'kill@example.com', password: 'correct-horse-battery', name: 'K' } });
     const token: string = reg.body.data.tokens.access_token;
+    // The task.completed events (written for owners with a webhook) tell whether any task completed twice.
+    const hook = await http(server, 'POST', '/api/v1/webhooks', { token, body: { url: receiver.url, events: ['task.completed'] } });
+    assert.equal(hook.status, 201, JSON.stringify(hook.body));
     const ids: string[] = [];
     for (let i = 0; i < 200; i++) ids.push((await http(server, 'POST', '/api/v1/tasks', { token, body: { title: `k${i}`, type: 'testing' } })).body.id);
     const executions = new Map<string, number>();

@@ -25,9 +25,19 @@ export function eventsEmitted(): void {
   listeners.forEach((l) => l());
 }
 
-export async function emitEvent<T extends EventType>(tx: Queryable, ownerId: string, type: T, data: EventPayloads[T]): Promise<string> {
+/**
+ * Writes an event in the caller's transaction, if its owner has an active webhook subscription
+ * (nobody else can receive it, so no row is written otherwise). Returns its id, or null when skipped.
+ */
+export async function emitEvent<T extends EventType>(tx: Queryable, ownerId: string, type: T, data: EventPayloads[T]): Promise<string | null> {
   const id = newId('evt');
-  await tx.query(`INSERT INTO events (id, owner_id, type, data) VALUES ($1, $2, $3, $4::jsonb)`, [id, ownerId, type, JSON.stringify(data)]);
+  const { rows } = await tx.query(`INSERT INTO events (id, owner_id, type, data) SELECT $1, $2, $3, $4::jsonb WHERE events_wanted($2) RETURNING id`, [
+    id,
+    ownerId,
+    type,
+    JSON.stringify(data),
+  ]);
+  if (!rows.length) return null;
   // The transaction may not have committed yet; a wake-up that finds nothing costs one query.
   queueMicrotask(() => listeners.forEach((l) => l()));
   return id;

@@ -163,4 +163,134 @@ export const tasksMigrations: Migration[] = [
       $fn$;
     `,
   },
+  {
+    version: 502,
+    name: 'tasks_fewer_writes',
+    sql: `
+      -- Fewer writes per task on the hot path:
+      -- * an event row only for an owner with an active webhook subscription (nobody else can
+      --   receive it): the outbox insert, its dispatch update and the dispatcher's wake-up are
+      --   skipped for the rest. Each function says whether it wrote one (emitted), so the caller
+      --   wakes the dispatcher only then.
+      -- * the task a claim_next report handed out is recorded on that task itself (claimed_after,
+      --   in the claim's own UPDATE) instead of by a second UPDATE of the finished task.
+      -- * a final report with claim_next finishes and claims in one call (tasks_finish_and_claim).
+      ALTER TABLE tasks DROP COLUMN handed_next;
+      ALTER TABLE tasks ADD COLUMN claimed_after text;
+
+      CREATE FUNCTION events_wanted(p_owner text) RETURNS boolean LANGUAGE sql STABLE AS $fn$
+        SELECT EXISTS (SELECT 1 FROM webhook_subscriptions WHERE owner_id = p_owner AND active)
+      $fn$;
+
+      DROP FUNCTION tasks_create(text, text, text, text, text, text, smallint, text, jsonb, text[], text[], integer, integer, text);
+      CREATE FUNCTION tasks_create(
+        p_id text, p_owner text, p_title text, p_description text, p_type text, p_priority text, p_priority_rank smallint,
+        p_project_id text, p_payload jsonb, p_required_capabilities text[], p_depends_on text[], p_max_retries integer,
+        p_timeout_seconds integer, p_event_id text)
+      RETURNS TABLE (task tasks, emitted boolean) LANGUAGE plpgsql AS $fn$
+      BEGIN
+        INSERT INTO tasks (id, owner_id, title, description, type, priority, priority_rank, project_id, payload, required_capabilities, depends_on, max_retries, timeout_seconds)
+        VALUES (p_id, p_owner, p_title, p_description, p_type, p_priority, p_priority_rank, p_project_id, p_payload, p_required_capabilities, p_depends_on, p_max_retries, p_timeout_seconds)
+        RETURNING * INTO task;
+        emitted := events_wanted(p_owner);
+        IF emitted THEN
+          INSERT INTO events (id, owner_id, type, data)
+          VALUES (p_event_id, p_owner, 'task.created', jsonb_build_object('task_id', p_id, 'title', p_title, 'priority', p_priority));
+        END IF;
+        RETURN NEXT;
+      END
+      $fn$;
+
+      -- See migration 501 for the claim's plan (enable_sort = off).
+      DROP FUNCTION tasks_claim(text, text, double precision, text, text);
+      CREATE FUNCTION tasks_claim(p_worker text, p_caller text, p_lease_seconds double precision, p_event_id text, p_after text)
+      RETURNS TABLE (task tasks, emitted boolean) LANGUAGE plpgsql SET enable_sort = off AS $fn$
+      DECLARE
+        w workers%ROWTYPE;
+      BEGIN
+        SELECT * INTO w FROM workers WHERE id = p_worker AND owner_id = p_caller;
+        IF NOT FOUND THEN
+          RETURN;
+        END IF;
+        UPDATE tasks SET status = 'running', assigned_worker = w.id, started_at = COALESCE(started_at, clock_timestamp()),
+               lease_expires_at = clock_timestamp() + make_interval(secs => p_lease_seconds), updated_at = clock_timestamp(),
+               claimed_after = p_after
+        WHERE id = (
+          SELECT t.id FROM tasks t
+          WHERE t.status = 'pending' AND (w.shared OR t.owner_id = w.owner_id) AND (t.reserved_for IS NULL OR t.reserved_for = w.id)
+            AND t.type = ANY(w.capabilities) AND t.required_capabilities <@ w.capabilities
+            AND NOT EXISTS (SELECT 1 FROM tasks d WHERE d.id = ANY(t.depends_on) AND d.status <> 'completed')
+          ORDER BY t.priority_rank DESC, t.created_at, t.id
+          LIMIT 1 FOR UPDATE SKIP LOCKED)
+        RETURNING * INTO task;
+        IF NOT FOUND THEN
+          RETURN;
+        END IF;
+        UPDATE workers SET status = 'busy', current_task = (task).id WHERE id = w.id;
+        emitted := events_wanted((task).owner_id);
+        IF emitted THEN
+          INSERT INTO events (id, owner_id, type, data)
+          VALUES (p_event_id, (task).owner_id, 'task.started', jsonb_build_object('task_id', (task).id, 'worker_id', w.id));
+        END IF;
+        RETURN NEXT;
+      END
+      $fn$;
+
+      DROP FUNCTION tasks_finish(text, boolean, text, text, smallint, jsonb, text, text, text, boolean);
+      CREATE FUNCTION tasks_finish(
+        p_id text, p_admin boolean, p_caller text, p_status text, p_progress smallint, p_result jsonb, p_error text,
+        p_worker text, p_event_id text, p_touch boolean)
+      RETURNS TABLE (task tasks, emitted boolean) LANGUAGE plpgsql AS $fn$
+      BEGIN
+        UPDATE tasks SET
+          status = p_status,
+          progress = COALESCE(p_progress, CASE WHEN p_status = 'completed' THEN 100 ELSE progress END),
+          result = COALESCE(p_result, result),
+          error = COALESCE(p_error, error),
+          completed_at = clock_timestamp(), lease_expires_at = NULL, updated_at = clock_timestamp()
+        WHERE id = p_id AND (p_admin OR owner_id = p_caller) AND status = 'running' AND assigned_worker = p_worker
+          AND p_status IN ('completed', 'failed')
+        RETURNING * INTO task;
+        IF NOT FOUND THEN
+          RETURN;
+        END IF;
+        UPDATE workers SET current_task = NULL,
+               status = CASE WHEN (p_touch AND owner_id = p_caller) OR status <> 'offline' THEN 'idle' ELSE status END,
+               last_heartbeat = CASE WHEN p_touch AND owner_id = p_caller THEN now() ELSE last_heartbeat END,
+               tasks_completed = tasks_completed + CASE WHEN p_status = 'completed' THEN 1 ELSE 0 END
+        WHERE id = p_worker;
+        emitted := events_wanted((task).owner_id);
+        IF emitted THEN
+          INSERT INTO events (id, owner_id, type, data)
+          VALUES (p_event_id, (task).owner_id, 'task.' || p_status,
+                  jsonb_build_object('task_id', (task).id, 'status', p_status) || CASE
+                    WHEN p_status = 'completed' AND (task).result IS NOT NULL AND (task).result <> 'null'::jsonb THEN jsonb_build_object('result', (task).result)
+                    WHEN p_status = 'failed' AND (task).error IS NOT NULL THEN jsonb_build_object('error', (task).error)
+                    ELSE '{}'::jsonb END);
+        END IF;
+        RETURN NEXT;
+      END
+      $fn$;
+
+      -- Rows: the finished task, then the worker's next task if there is one. No row: the task was
+      -- not running under this worker.
+      CREATE FUNCTION tasks_finish_and_claim(
+        p_id text, p_admin boolean, p_caller text, p_status text, p_progress smallint, p_result jsonb, p_error text,
+        p_worker text, p_event_id text, p_lease_seconds double precision, p_claim_event_id text)
+      RETURNS TABLE (task tasks, emitted boolean) LANGUAGE plpgsql AS $fn$
+      DECLARE
+        f record;
+      BEGIN
+        SELECT * INTO f FROM tasks_finish(p_id, p_admin, p_caller, p_status, p_progress, p_result, p_error, p_worker, p_event_id, true);
+        IF NOT FOUND THEN
+          RETURN;
+        END IF;
+        task := f.task;
+        emitted := f.emitted;
+        RETURN NEXT;
+        RETURN QUERY SELECT c.task, c.emitted FROM tasks_claim(p_worker, p_caller, p_lease_seconds, p_claim_event_id, p_id) c;
+      END
+      $fn$;
+    `,
+  },
 ];

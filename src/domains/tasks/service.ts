@@ -121,6 +121,14 @@ interface TaskRow {
   completed_at: Date | null;
 }
 
+/** The queue's hot statements stay prepared on each connection (their text never changes). */
+const PREPARED = { prepared: true } as const;
+
+/** A row of the hot-path functions: the task, and whether an event row was written with it. */
+interface EmittingRow extends TaskRow {
+  emitted: boolean;
+}
+
 function toTask(r: TaskRow): Task {
   return {
     id: r.id,
@@ -225,7 +233,7 @@ export class TaskService {
 
   /**
    * Creates a pending task for its owner; dependencies must be the owner's tasks. The task and its
-   * `task.created` event are one statement (one round trip, one commit).
+   * `task.created` event (when the owner has a webhook to hear it) are one statement.
    */
   async create(actor: Actor, input: CreateTaskInput): Promise<Task> {
     const dependsOn = [...new Set(input.dependsOn ?? [])];
@@ -233,7 +241,7 @@ export class TaskService {
     const title = input.title.trim();
     const priority = input.priority ?? 'normal';
     const insert = async (q: Queryable) => {
-      const { rows } = await q.query<TaskRow>(`SELECT * FROM tasks_create($1, $2, $3, $4, $5, $6, $7, $8, $9::jsonb, $10, $11, $12, $13, $14)`, [
+      const { rows } = await q.query<EmittingRow>(`SELECT (r.task).*, r.emitted FROM tasks_create($1, $2, $3, $4, $5, $6, $7, $8, $9::jsonb, $10, $11, $12, $13, $14) r`, [
         id,
         actor.userId,
         title,
@@ -248,10 +256,10 @@ export class TaskService {
         input.maxRetries ?? 3,
         input.timeoutSeconds ?? null,
         newEventId(),
-      ]);
-      return toTask(rows[0]!);
+      ], PREPARED);
+      return rows[0]!;
     };
-    const task = dependsOn.length
+    const row = dependsOn.length
       ? await this.db.transaction(async (tx) => {
           const found = await tx.query<{ id: string }>(`SELECT id FROM tasks WHERE id = ANY($1::text[]) AND owner_id = $2`, [dependsOn, actor.userId]);
           const missing = dependsOn.filter((d) => !found.rows.some((r) => r.id === d));
@@ -259,9 +267,9 @@ export class TaskService {
           return insert(tx);
         })
       : await insert(this.db);
-    eventsEmitted();
+    if (row.emitted) eventsEmitted();
     this.announcePending();
-    return task;
+    return toTask(row);
   }
 
   /**
@@ -323,12 +331,12 @@ export class TaskService {
   async report(actor: Actor, id: string, u: TaskUpdate, opts: { claimNext: boolean }): Promise<ReportOutcome> {
     const claimNext = opts.claimNext && u.workerId !== undefined;
     const finished = u.workerId !== undefined && (u.status === 'completed' || u.status === 'failed') ? await this.finishHeld(actor, id, u, claimNext) : null;
-    if (finished) return { task: finished, next: claimNext ? await this.claim(u.workerId!, actor.userId, id) : null };
+    if (finished) return finished;
     const task = await this.updateChecked(actor, id, u);
     if (!claimNext || !TERMINAL.includes(task.status)) return { task, next: null };
     // A retried report whose first answer was lost: the task handed out then, if the worker still holds it.
     const { rows } = await this.db.query<TaskRow>(
-      `SELECT n.* FROM tasks t JOIN tasks n ON n.id = t.handed_next WHERE t.id = $1 AND n.status = 'running' AND n.assigned_worker = $2`,
+      `SELECT n.* FROM workers w JOIN tasks n ON n.id = w.current_task WHERE w.id = $2 AND n.claimed_after = $1 AND n.status = 'running' AND n.assigned_worker = $2`,
       [id, u.workerId],
     );
     const again = rows[0] ? toTask(rows[0]) : null;
@@ -339,12 +347,13 @@ export class TaskService {
   }
 
   /**
-   * The common report in one statement (`tasks_finish`): the worker holding a running task
-   * completes or fails it; the task, the freed worker and the event change together. Null when the
+   * The common report in one statement: the worker holding a running task completes or fails it;
+   * the task, the freed worker and the event change together (`tasks_finish`), and with `claimNext`
+   * the worker's next task is claimed in the same call (`tasks_finish_and_claim`). Null when the
    * task is not running under this worker: the checked path then gives the right answer or error.
    */
-  private async finishHeld(actor: Actor, id: string, u: TaskUpdate, touch: boolean): Promise<Task | null> {
-    const { rows } = await this.db.query<TaskRow>(`SELECT * FROM tasks_finish($1, $2, $3, $4, $5, $6::jsonb, $7, $8, $9, $10)`, [
+  private async finishHeld(actor: Actor, id: string, u: TaskUpdate, claimNext: boolean): Promise<ReportOutcome | null> {
+    const params = [
       id,
       actor.admin,
       actor.userId,
@@ -354,11 +363,17 @@ export class TaskService {
       u.error ?? null,
       u.workerId,
       newEventId(),
-      touch,
-    ]);
+    ];
+    const { rows } = claimNext
+      ? await this.db.query<EmittingRow>(`SELECT (r.task).*, r.emitted FROM tasks_finish_and_claim($1, $2, $3, $4, $5, $6::jsonb, $7, $8, $9, $10, $11) r`, [
+          ...params,
+          this.opts.workerTimeoutSeconds,
+          newEventId(),
+        ], PREPARED)
+      : await this.db.query<EmittingRow>(`SELECT (r.task).*, r.emitted FROM tasks_finish($1, $2, $3, $4, $5, $6::jsonb, $7, $8, $9, false) r`, params, PREPARED);
     if (!rows[0]) return null;
-    eventsEmitted();
-    return toTask(rows[0]);
+    if (rows.some((r) => r.emitted)) eventsEmitted();
+    return { task: toTask(rows[0]), next: rows[1] ? toTask(rows[1]) : null };
   }
 
   private async updateChecked(actor: Actor, id: string, u: TaskUpdate): Promise<Task> {
@@ -484,9 +499,15 @@ export class TaskService {
    * commit). `after`: the finished task whose report asked for it.
    */
   private async claim(workerId: string, callerId: string, after: string | null = null): Promise<Task | null> {
-    const { rows } = await this.db.query<TaskRow>(`SELECT * FROM tasks_claim($1, $2, $3, $4, $5)`, [workerId, callerId, this.opts.workerTimeoutSeconds, newEventId(), after]);
+    const { rows } = await this.db.query<EmittingRow>(`SELECT (r.task).*, r.emitted FROM tasks_claim($1, $2, $3, $4, $5) r`, [
+      workerId,
+      callerId,
+      this.opts.workerTimeoutSeconds,
+      newEventId(),
+      after,
+    ], PREPARED);
     if (!rows[0]) return null;
-    eventsEmitted();
+    if (rows[0].emitted) eventsEmitted();
     return toTask(rows[0]);
   }
 

@@ -10,8 +10,16 @@ export interface QueryResult<T> {
   rowCount: number;
 }
 
+export interface QueryOptions {
+  /**
+   * Keep the statement prepared on each server connection (PostgreSQL): later calls skip parsing
+   * and planning. For hot statements whose text never changes; PGlite ignores it.
+   */
+  prepared?: boolean;
+}
+
 export interface Queryable {
-  query<T = Row>(text: string, params?: readonly unknown[]): Promise<QueryResult<T>>;
+  query<T = Row>(text: string, params?: readonly unknown[], opts?: QueryOptions): Promise<QueryResult<T>>;
   /** Runs a script of several statements without parameters (migrations). */
   exec(sql: string): Promise<void>;
 }

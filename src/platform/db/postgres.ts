@@ -1,5 +1,20 @@
+import { createHash } from 'node:crypto';
 import pg from 'pg';
-import type { Db, QueryResult, Queryable } from './db.ts';
+import type { Db, QueryOptions, QueryResult, Queryable } from './db.ts';
+
+const statementNames = new Map<string, string>();
+
+/** The statement's query config: with a name derived from its text when it is to stay prepared. */
+function statement(text: string, params: readonly unknown[] | undefined, opts: QueryOptions | undefined): pg.QueryConfig {
+  const values = params ? [...params] : undefined;
+  if (!opts?.prepared) return { text, values };
+  let name = statementNames.get(text);
+  if (!name) {
+    name = `ms_${createHash('sha1').update(text).digest('hex').slice(0, 20)}`;
+    statementNames.set(text, name);
+  }
+  return { name, text, values };
+}
 
 /** Server engine: a node-postgres pool shared by every request of this process. */
 export class PostgresDb implements Db {
@@ -19,8 +34,8 @@ export class PostgresDb implements Db {
     this.pool.on('error', () => {});
   }
 
-  async query<T>(text: string, params?: readonly unknown[]): Promise<QueryResult<T>> {
-    const res = await this.pool.query(text, params ? [...params] : undefined);
+  async query<T>(text: string, params?: readonly unknown[], opts?: QueryOptions): Promise<QueryResult<T>> {
+    const res = await this.pool.query(statement(text, params, opts));
     return { rows: res.rows as T[], rowCount: res.rowCount ?? 0 };
   }
 
@@ -31,8 +46,8 @@ export class PostgresDb implements Db {
   async transaction<T>(fn: (tx: Queryable) => Promise<T>): Promise<T> {
     const client = await this.pool.connect();
     const tx: Queryable = {
-      async query<R>(text: string, params?: readonly unknown[]) {
-        const res = await client.query(text, params ? [...params] : undefined);
+      async query<R>(text: string, params?: readonly unknown[], opts?: QueryOptions) {
+        const res = await client.query(statement(text, params, opts));
         return { rows: res.rows as R[], rowCount: res.rowCount ?? 0 };
       },
       async exec(sql: string) {
