@@ -31,7 +31,8 @@ import pg from 'pg';
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const TASKS = Number(process.env.BENCH_TASKS ?? 10_000);
 const WORKERS = 8;
-const CREATORS = 16;
+// Paced runs need enough creators in flight to offer the rate while each request waits for its answer.
+const CREATORS = Number(process.env.BENCH_CREATORS ?? (Number(process.env.BENCH_RATE ?? 0) > 0 ? 64 : 16));
 const RATE = Number(process.env.BENCH_RATE ?? 0);
 const PG_ADMIN_URL = process.env.BENCH_PG_URL || 'postgres://postgres@127.0.0.1:5432/postgres';
 /** BENCH_CPU_PROF=<dir>: start the server child with --cpu-prof into <dir> (read with bench/profile-top.ts). */

@@ -95,6 +95,8 @@ export async function createContext(
     db,
     invalidation,
     log,
+    // Embedded mode is one process; on PostgreSQL the cluster heartbeat tells whether others share the queue.
+    peers: () => db.engine === 'postgres' && cluster.peersAlive(),
     options: { workerTimeoutSeconds: config.workerTimeoutSeconds, reapIntervalMs: Math.min(5000, config.workerTimeoutSeconds * 250) },
   });
   const identity = new IdentityService({

@@ -367,6 +367,52 @@ describe('workers', () => {
     assert.ok(Date.now() - started < 900, `all picked up after ${Date.now() - started} ms (not by the one-second poll)`);
   });
 
+  test('concurrent creations (written together) each get their own task, event and answer', async () => {
+    const user = await registerUser(s);
+    const other = await registerUser(s);
+    const hook = await s.request('POST', '/api/v1/webhooks', { token: user.accessToken, body: { url: 'http://127.0.0.1:9/hook', events: ['task.created'] } });
+    assert.equal(hook.status, 201, hook.text);
+    const bodies = Array.from({ length: 40 }, (_, i) => ({
+      title: `burst ${i}`,
+      type: 'testing',
+      priority: (['low', 'normal', 'high', 'critical'] as const)[i % 4],
+      ...(i % 3 === 0 ? { payload: { n: i } } : {}),
+      ...(i % 5 === 0 ? { required_capabilities: ['gpu', 'gpu'] } : {}),
+    }));
+    const answers = await Promise.all(bodies.map((body, i) => s.request('POST', '/api/v1/tasks', { token: (i % 2 ? other : user).accessToken, body })));
+    for (const [i, a] of answers.entries()) {
+      assert.equal(a.status, 201, a.text);
+      assert.equal(a.body.title, `burst ${i}`);
+      assert.equal(a.body.priority, bodies[i]!.priority);
+      const stored = await s.request('GET', `/api/v1/tasks/${a.body.id}`, { token: (i % 2 ? other : user).accessToken });
+      assert.deepEqual(stored.body.payload ?? null, i % 3 === 0 ? { n: i } : null);
+      assert.deepEqual(stored.body.required_capabilities, i % 5 === 0 ? ['gpu'] : []);
+      assert.equal((await s.request('GET', `/api/v1/tasks/${a.body.id}`, { token: (i % 2 ? user : other).accessToken })).status, 404, 'owned by its creator only');
+    }
+    assert.equal(new Set(answers.map((a) => a.body.id)).size, 40);
+    const events = await s.ctx.db.query<{ owner_id: string; n: number }>(
+      `SELECT owner_id, count(*)::int AS n FROM events WHERE type = 'task.created' AND data->>'task_id' = ANY($1::text[]) GROUP BY owner_id`,
+      [answers.map((a) => a.body.id)],
+    );
+    assert.deepEqual(events.rows, [{ owner_id: user.id, n: 20 }], "events for the subscribed owner's tasks only");
+  });
+
+  test('a creation that fails inside a batch fails alone', async () => {
+    const user = await registerUser(s);
+    const input = (title: string) => ({ title, type: 'testing' as const });
+    const results = await Promise.allSettled([
+      s.ctx.tasks.create({ userId: user.id, admin: false }, input('a')),
+      s.ctx.tasks.create({ userId: 'usr_no_such_user', admin: false }, input('ghost')),
+      s.ctx.tasks.create({ userId: user.id, admin: false }, input('b')),
+      s.ctx.tasks.create({ userId: user.id, admin: false }, input('c')),
+    ]);
+    assert.deepEqual(results.map((r) => r.status), ['fulfilled', 'rejected', 'fulfilled', 'fulfilled']);
+    const titles = results.flatMap((r) => (r.status === 'fulfilled' ? [r.value.title] : []));
+    assert.deepEqual(titles, ['a', 'b', 'c']);
+    const listed = await s.request('GET', '/api/v1/tasks?limit=10', { token: user.accessToken });
+    assert.deepEqual(listed.body.tasks.map((t: { title: string }) => t.title).sort(), ['a', 'b', 'c']);
+  });
+
   test('event rows are written only for an owner with an active webhook', async () => {
     const user = await registerUser(s);
     const w = await register(user.accessToken, 'quiet', ['testing']);

@@ -37,6 +37,8 @@ export class ClusterService {
   private running: Promise<unknown> | null = null;
   private started = false;
   private leader = false;
+  /** Unknown until the first heartbeat: assume others until then. */
+  private peers = true;
 
   constructor(deps: { db: Db; version: string; log: { error(obj: unknown, msg: string): void }; options?: Partial<ClusterOptions>; nodeId?: string }) {
     this.db = deps.db;
@@ -44,6 +46,15 @@ export class ClusterService {
     this.log = deps.log;
     this.opts = { ...DEFAULT_CLUSTER_OPTIONS, ...deps.options };
     this.nodeId = deps.nodeId ?? newId('node');
+  }
+
+  /**
+   * Whether other live server processes shared the database at the last heartbeat (true before the
+   * first one, and whenever this node does not run heartbeats). A process that just started is seen
+   * by the others within one heartbeat.
+   */
+  peersAlive(): boolean {
+    return !this.started || this.peers;
   }
 
   /** Whether this process held the lease at its last heartbeat. */
@@ -88,6 +99,12 @@ export class ClusterService {
       [this.nodeId, this.opts.leaseSeconds],
     );
     this.leader = rows.length === 1;
+    const others = await this.db.query<{ n: number }>(
+      `SELECT count(*)::int AS n FROM cluster_nodes
+       WHERE id <> $1 AND stopped_at IS NULL AND last_heartbeat > clock_timestamp() - make_interval(secs => $2)`,
+      [this.nodeId, this.opts.leaseSeconds],
+    );
+    this.peers = others.rows[0]!.n > 0;
     if (this.leader) await this.leaderDuties();
     return this.leader;
   }

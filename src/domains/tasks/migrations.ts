@@ -175,6 +175,7 @@ export const tasksMigrations: Migration[] = [
       -- * the task a claim_next report handed out is recorded on that task itself (claimed_after,
       --   in the claim's own UPDATE) instead of by a second UPDATE of the finished task.
       -- * a final report with claim_next finishes and claims in one call (tasks_finish_and_claim).
+      -- * concurrent creations share one call (tasks_create_batch).
       ALTER TABLE tasks DROP COLUMN handed_next;
       ALTER TABLE tasks ADD COLUMN claimed_after text;
 
@@ -269,6 +270,24 @@ export const tasksMigrations: Migration[] = [
                     ELSE '{}'::jsonb END);
         END IF;
         RETURN NEXT;
+      END
+      $fn$;
+
+      -- Creations that arrive together (concurrent requests) in one call: one round trip and one
+      -- commit for the batch. Items are objects with the arguments of tasks_create; rows come back
+      -- in the batch's order.
+      CREATE FUNCTION tasks_create_batch(p_batch jsonb)
+      RETURNS TABLE (task tasks, emitted boolean) LANGUAGE plpgsql AS $fn$
+      DECLARE
+        item jsonb;
+      BEGIN
+        FOR item IN SELECT value FROM jsonb_array_elements(p_batch) LOOP
+          RETURN QUERY SELECT c.task, c.emitted FROM tasks_create(
+            item->>'id', item->>'owner', item->>'title', item->>'description', item->>'type', item->>'priority',
+            (item->>'priority_rank')::smallint, item->>'project_id', item->'payload',
+            ARRAY(SELECT jsonb_array_elements_text(item->'required_capabilities')), '{}'::text[],
+            (item->>'max_retries')::integer, (item->>'timeout_seconds')::integer, item->>'event_id') c;
+        END LOOP;
       END
       $fn$;
 

@@ -121,6 +121,26 @@ interface TaskRow {
   completed_at: Date | null;
 }
 
+/** What `tasks_create` takes, as one item of `tasks_create_batch` (JSON). */
+interface CreateItem {
+  id: string;
+  owner: string;
+  title: string;
+  description: string | null;
+  type: TaskType;
+  priority: TaskPriority;
+  priority_rank: number;
+  project_id: string | null;
+  payload?: unknown;
+  required_capabilities: string[];
+  max_retries: number;
+  timeout_seconds: number | null;
+  event_id: string;
+}
+
+/** Creations sent in one call at most. */
+const CREATE_BATCH_MAX = 200;
+
 /** The queue's hot statements stay prepared on each connection (their text never changes). */
 const PREPARED = { prepared: true } as const;
 
@@ -218,9 +238,21 @@ export class TaskService {
   private publishing = false;
   private republish = false;
   private readonly log: { error(obj: unknown, msg: string): void };
+  private readonly peers: () => boolean;
+  /** Creations waiting for the next batch, and whether a batch is being written. */
+  private readonly pendingCreates: { item: CreateItem; resolve: (row: EmittingRow) => void; reject: (err: unknown) => void; settled?: boolean }[] = [];
+  private creating = false;
 
-  constructor(deps: { db: Db; invalidation: InvalidationBus; options: TaskOptions; log: { error(obj: unknown, msg: string): void } }) {
+  constructor(deps: {
+    db: Db;
+    invalidation: InvalidationBus;
+    options: TaskOptions;
+    log: { error(obj: unknown, msg: string): void };
+    /** Whether other server processes may have long-polls waiting on this queue (default: assume so). */
+    peers?: () => boolean;
+  }) {
     this.db = deps.db;
+    this.peers = deps.peers ?? (() => true);
     this.bus = deps.invalidation;
     this.opts = deps.options;
     this.log = deps.log;
@@ -237,48 +269,127 @@ export class TaskService {
    */
   async create(actor: Actor, input: CreateTaskInput): Promise<Task> {
     const dependsOn = [...new Set(input.dependsOn ?? [])];
-    const id = newId('task');
-    const title = input.title.trim();
     const priority = input.priority ?? 'normal';
-    const insert = async (q: Queryable) => {
-      const { rows } = await q.query<EmittingRow>(`SELECT (r.task).*, r.emitted FROM tasks_create($1, $2, $3, $4, $5, $6, $7, $8, $9::jsonb, $10, $11, $12, $13, $14) r`, [
-        id,
-        actor.userId,
-        title,
-        input.description ?? null,
-        input.type ?? 'planning',
-        priority,
-        PRIORITY_RANK[priority],
-        input.projectId ?? null,
-        input.payload === undefined ? null : JSON.stringify(input.payload),
-        [...new Set(input.requiredCapabilities ?? [])],
-        dependsOn,
-        input.maxRetries ?? 3,
-        input.timeoutSeconds ?? null,
-        newEventId(),
-      ], PREPARED);
-      return rows[0]!;
+    const item: CreateItem = {
+      id: newId('task'),
+      owner: actor.userId,
+      title: input.title.trim(),
+      description: input.description ?? null,
+      type: input.type ?? 'planning',
+      priority,
+      priority_rank: PRIORITY_RANK[priority],
+      project_id: input.projectId ?? null,
+      ...(input.payload === undefined ? {} : { payload: input.payload }),
+      required_capabilities: [...new Set(input.requiredCapabilities ?? [])],
+      max_retries: input.maxRetries ?? 3,
+      timeout_seconds: input.timeoutSeconds ?? null,
+      event_id: newEventId(),
     };
-    const row = dependsOn.length
-      ? await this.db.transaction(async (tx) => {
-          const found = await tx.query<{ id: string }>(`SELECT id FROM tasks WHERE id = ANY($1::text[]) AND owner_id = $2`, [dependsOn, actor.userId]);
-          const missing = dependsOn.filter((d) => !found.rows.some((r) => r.id === d));
-          if (missing.length) throw new AppError('VALIDATION_ERROR', `Unknown task in depends_on: ${missing.join(', ')}`, { details: { field: 'depends_on', invalid: missing } });
-          return insert(tx);
-        })
-      : await insert(this.db);
-    if (row.emitted) eventsEmitted();
-    this.announcePending();
+    if (!dependsOn.length) return toTask(await this.enqueueCreate(item));
+    const row = await this.db.transaction(async (tx) => {
+      const found = await tx.query<{ id: string }>(`SELECT id FROM tasks WHERE id = ANY($1::text[]) AND owner_id = $2`, [dependsOn, actor.userId]);
+      const missing = dependsOn.filter((d) => !found.rows.some((r) => r.id === d));
+      if (missing.length) throw new AppError('VALIDATION_ERROR', `Unknown task in depends_on: ${missing.join(', ')}`, { details: { field: 'depends_on', invalid: missing } });
+      return this.insertOne(tx, item, dependsOn);
+    });
+    this.created([row]);
     return toTask(row);
+  }
+
+  /** One task and its event (`tasks_create`). */
+  private async insertOne(q: Queryable, item: CreateItem, dependsOn: string[] = []): Promise<EmittingRow> {
+    const { rows } = await q.query<EmittingRow>(
+      `SELECT (r.task).*, r.emitted FROM tasks_create($1, $2, $3, $4, $5, $6, $7, $8, $9::jsonb, $10, $11, $12, $13, $14) r`,
+      [
+        item.id,
+        item.owner,
+        item.title,
+        item.description,
+        item.type,
+        item.priority,
+        item.priority_rank,
+        item.project_id,
+        item.payload === undefined ? null : JSON.stringify(item.payload),
+        item.required_capabilities,
+        dependsOn,
+        item.max_retries,
+        item.timeout_seconds,
+        item.event_id,
+      ],
+      PREPARED,
+    );
+    return rows[0]!;
+  }
+
+  /**
+   * Creations wait for the batch in flight, then go together in one call (`tasks_create_batch`):
+   * under load many requests share one round trip and one commit; alone, a creation goes at once.
+   */
+  private enqueueCreate(item: CreateItem): Promise<EmittingRow> {
+    return new Promise((resolve, reject) => {
+      this.pendingCreates.push({ item, resolve, reject });
+      if (this.creating) return;
+      this.creating = true;
+      setImmediate(() => void this.flushCreates());
+    });
+  }
+
+  private async flushCreates(): Promise<void> {
+    while (this.pendingCreates.length > 0) {
+      const batch = this.pendingCreates.splice(0, CREATE_BATCH_MAX);
+      let rows: EmittingRow[];
+      try {
+        rows =
+          batch.length === 1
+            ? [await this.insertOne(this.db, batch[0]!.item)]
+            : (await this.db.query<EmittingRow>(`SELECT (r.task).*, r.emitted FROM tasks_create_batch($1::jsonb) r`, [JSON.stringify(batch.map((b) => b.item))], PREPARED)).rows;
+      } catch (err) {
+        if (batch.length === 1) {
+          batch[0]!.reject(err);
+          continue;
+        }
+        // One bad item fails the whole call: each goes alone, so only its own request sees its error.
+        rows = [];
+        for (const b of batch) {
+          try {
+            rows.push(await this.insertOne(this.db, b.item));
+          } catch (one) {
+            b.reject(one);
+            b.settled = true;
+          }
+        }
+      }
+      const byId = new Map(rows.map((r) => [r.id, r]));
+      for (const b of batch) {
+        const row = byId.get(b.item.id);
+        if (row) b.resolve(row);
+        else if (!b.settled) b.reject(new Error(`task ${b.item.id} missing from its creation batch`));
+      }
+      this.created(rows);
+    }
+    this.creating = false;
+  }
+
+  /** After new tasks committed: the dispatcher (when events were written) and long-polls learn of them. */
+  private created(rows: EmittingRow[]): void {
+    if (!rows.length) return;
+    if (rows.some((r) => r.emitted)) eventsEmitted();
+    this.announcePending();
   }
 
   /**
    * Tells long-polls (this process's and, by NOTIFY, other processes') that a task became claimable.
-   * Sent after the commit, so a woken long-poll finds the task. Tasks created while a NOTIFY is in
+   * Sent after the commit, so a woken long-poll finds the task. A process alone on its database
+   * wakes its own long-poll directly. Tasks created while a NOTIFY is in
    * flight share the next one: under load that is one NOTIFY per round trip, not one per task (a
    * woken long-poll that claims a task wakes the next one, so one wake-up serves a burst).
    */
   private announcePending(): void {
+    // Alone on the database: this process's long-polls are all there is, woken without a round trip.
+    if (!this.peers()) {
+      this.wakeOne();
+      return;
+    }
     if (this.publishing) {
       this.republish = true;
       return;
