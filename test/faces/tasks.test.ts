@@ -397,6 +397,38 @@ describe('workers', () => {
     assert.deepEqual(events.rows, [{ owner_id: user.id, n: 20 }], "events for the subscribed owner's tasks only");
   });
 
+  test('concurrent final reports (written together) each finish their task and get a next task of their own', async () => {
+    const user = await registerUser(s);
+    const workers = await Promise.all(Array.from({ length: 6 }, (_, i) => register(user.accessToken, `batch-${i}`, ['testing'])));
+    const firsts = [];
+    for (let i = 0; i < 6; i++) firsts.push(await create(user.accessToken, { title: `first ${i}`, type: 'testing', priority: 'critical' }));
+    const held = await Promise.all(workers.map((w) => heartbeat(user.accessToken, w)));
+    assert.equal(new Set(held.map((t) => t?.id)).size, 6, 'one task per worker');
+    const nexts = new Set<string>();
+    for (let i = 0; i < 6; i++) nexts.add((await create(user.accessToken, { title: `next ${i}`, type: 'testing' })).id);
+    // Five real holders report at once; the sixth report names a task its worker does not hold.
+    const reports = workers.map((w, i) =>
+      s.request('PUT', `/api/v1/tasks/${held[i === 5 ? 0 : i]!.id}`, {
+        token: user.accessToken,
+        body: { status: 'completed', worker_id: w, result: { i }, claim_next: true },
+      }),
+    );
+    const answers = await Promise.all(reports);
+    for (let i = 0; i < 5; i++) {
+      assert.equal(answers[i]!.status, 200, answers[i]!.text);
+      assert.equal(answers[i]!.body.status, 'completed');
+      assert.deepEqual(answers[i]!.body.result, { i });
+      assert.ok(nexts.has(answers[i]!.body.next_task.id), 'the next task is one of the new ones');
+      assert.equal(answers[i]!.body.next_task.assigned_worker, workers[i]);
+    }
+    assertFaceError(answers[5]!, 'tasks', 'CONFLICT', 'a report for a task another worker holds');
+    assert.equal(new Set(answers.slice(0, 5).map((a) => a.body.next_task.id)).size, 5, 'no next task handed to two workers');
+    const sixth = (await s.request('GET', `/api/v1/tasks/${held[5]!.id}`, { token: user.accessToken })).body;
+    assert.equal(sixth.status, 'running', "the sixth worker's own task is untouched");
+    const listed = (await s.request('GET', '/api/v1/workers', { token: user.accessToken })).body.workers;
+    for (let i = 0; i < 5; i++) assert.equal(listed.find((x: { id: string }) => x.id === workers[i]).tasks_completed, 1);
+  });
+
   test('a creation that fails inside a batch fails alone', async () => {
     const user = await registerUser(s);
     const input = (title: string) => ({ title, type: 'testing' as const });

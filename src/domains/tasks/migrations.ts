@@ -312,4 +312,32 @@ export const tasksMigrations: Migration[] = [
       $fn$;
     `,
   },
+  {
+    version: 503,
+    name: 'tasks_report_batch',
+    sql: `
+      -- Final reports with claim_next that arrive together (several workers) in one call. Items are
+      -- objects with the arguments of tasks_finish_and_claim; n is the item's position (from 1), so
+      -- each report gets its own rows back (none: the task was not running under that worker).
+      CREATE FUNCTION tasks_finish_and_claim_batch(p_batch jsonb, p_lease_seconds double precision)
+      RETURNS TABLE (n integer, task tasks, emitted boolean) LANGUAGE plpgsql AS $fn$
+      DECLARE
+        item jsonb;
+        pos bigint;
+        r record;
+      BEGIN
+        FOR item, pos IN SELECT value, ordinality FROM jsonb_array_elements(p_batch) WITH ORDINALITY LOOP
+          FOR r IN SELECT * FROM tasks_finish_and_claim(
+              item->>'id', (item->>'admin')::boolean, item->>'caller', item->>'status', (item->>'progress')::smallint,
+              item->'result', item->>'error', item->>'worker', item->>'event_id', p_lease_seconds, item->>'claim_event_id') LOOP
+            n := pos;
+            task := r.task;
+            emitted := r.emitted;
+            RETURN NEXT;
+          END LOOP;
+        END LOOP;
+      END
+      $fn$;
+    `,
+  },
 ];

@@ -7,6 +7,7 @@ import { newId } from '../../platform/crypto/index.ts';
 import type { Db, InvalidationBus, Queryable } from '../../platform/db/index.ts';
 import { AppError } from '../../platform/errors.ts';
 import { emitEvent, eventsEmitted, newEventId } from '../events/outbox.ts';
+import { InFlightBatcher } from '../../platform/batch/index.ts';
 
 export const TASK_TYPES = ['planning', 'building', 'testing', 'refactoring', 'debugging', 'design', 'diagram', 'deployment', 'porting'] as const;
 export const TASK_PRIORITIES = ['low', 'normal', 'high', 'critical'] as const;
@@ -138,8 +139,22 @@ interface CreateItem {
   event_id: string;
 }
 
-/** Creations sent in one call at most. */
-const CREATE_BATCH_MAX = 200;
+/** A final report with claim_next, as one item of `tasks_finish_and_claim_batch` (JSON). */
+interface ReportItem {
+  id: string;
+  admin: boolean;
+  caller: string;
+  status: TaskStatus;
+  progress: number | null;
+  result?: unknown;
+  error: string | null;
+  worker: string;
+  event_id: string;
+  claim_event_id: string;
+}
+
+/** Creations or reports sent in one call at most. */
+const BATCH_MAX = 200;
 
 /** The queue's hot statements stay prepared on each connection (their text never changes). */
 const PREPARED = { prepared: true } as const;
@@ -239,9 +254,10 @@ export class TaskService {
   private republish = false;
   private readonly log: { error(obj: unknown, msg: string): void };
   private readonly peers: () => boolean;
-  /** Creations waiting for the next batch, and whether a batch is being written. */
-  private readonly pendingCreates: { item: CreateItem; resolve: (row: EmittingRow) => void; reject: (err: unknown) => void; settled?: boolean }[] = [];
-  private creating = false;
+  /** Concurrent creations share one call (`tasks_create_batch`). */
+  private readonly creations: InFlightBatcher<CreateItem, EmittingRow>;
+  /** Concurrent final reports with claim_next share one call (`tasks_finish_and_claim_batch`). */
+  private readonly reports: InFlightBatcher<ReportItem, EmittingRow[]>;
 
   constructor(deps: {
     db: Db;
@@ -253,6 +269,40 @@ export class TaskService {
   }) {
     this.db = deps.db;
     this.peers = deps.peers ?? (() => true);
+    this.creations = new InFlightBatcher({
+      max: BATCH_MAX,
+      runOne: (item) => this.insertOne(this.db, item),
+      runBatch: async (items) => {
+        const { rows } = await this.db.query<EmittingRow>(`SELECT (r.task).*, r.emitted FROM tasks_create_batch($1::jsonb) r`, [JSON.stringify(items)], PREPARED);
+        const byId = new Map(rows.map((r) => [r.id, r]));
+        return items.flatMap((i) => byId.get(i.id) ?? []);
+      },
+      afterBatch: (rows) => this.created(rows),
+    });
+    this.reports = new InFlightBatcher({
+      max: BATCH_MAX,
+      runOne: async (item) =>
+        (
+          await this.db.query<EmittingRow>(
+            `SELECT (r.task).*, r.emitted FROM tasks_finish_and_claim($1, $2, $3, $4, $5, $6::jsonb, $7, $8, $9, $10, $11) r`,
+            [item.id, item.admin, item.caller, item.status, item.progress, item.result === undefined ? null : JSON.stringify(item.result), item.error, item.worker, item.event_id, this.opts.workerTimeoutSeconds, item.claim_event_id],
+            PREPARED,
+          )
+        ).rows,
+      runBatch: async (items) => {
+        const { rows } = await this.db.query<EmittingRow & { n: number }>(
+          `SELECT r.n, (r.task).*, r.emitted FROM tasks_finish_and_claim_batch($1::jsonb, $2) r`,
+          [JSON.stringify(items), this.opts.workerTimeoutSeconds],
+          PREPARED,
+        );
+        const out: EmittingRow[][] = items.map(() => []);
+        for (const r of rows) out[r.n - 1]!.push(r);
+        return out;
+      },
+      afterBatch: (results) => {
+        if (results.some((rows) => rows.some((r) => r.emitted))) eventsEmitted();
+      },
+    });
     this.bus = deps.invalidation;
     this.opts = deps.options;
     this.log = deps.log;
@@ -285,7 +335,7 @@ export class TaskService {
       timeout_seconds: input.timeoutSeconds ?? null,
       event_id: newEventId(),
     };
-    if (!dependsOn.length) return toTask(await this.enqueueCreate(item));
+    if (!dependsOn.length) return toTask(await this.creations.submit(item));
     const row = await this.db.transaction(async (tx) => {
       const found = await tx.query<{ id: string }>(`SELECT id FROM tasks WHERE id = ANY($1::text[]) AND owner_id = $2`, [dependsOn, actor.userId]);
       const missing = dependsOn.filter((d) => !found.rows.some((r) => r.id === d));
@@ -319,55 +369,6 @@ export class TaskService {
       PREPARED,
     );
     return rows[0]!;
-  }
-
-  /**
-   * Creations wait for the batch in flight, then go together in one call (`tasks_create_batch`):
-   * under load many requests share one round trip and one commit; alone, a creation goes at once.
-   */
-  private enqueueCreate(item: CreateItem): Promise<EmittingRow> {
-    return new Promise((resolve, reject) => {
-      this.pendingCreates.push({ item, resolve, reject });
-      if (this.creating) return;
-      this.creating = true;
-      setImmediate(() => void this.flushCreates());
-    });
-  }
-
-  private async flushCreates(): Promise<void> {
-    while (this.pendingCreates.length > 0) {
-      const batch = this.pendingCreates.splice(0, CREATE_BATCH_MAX);
-      let rows: EmittingRow[];
-      try {
-        rows =
-          batch.length === 1
-            ? [await this.insertOne(this.db, batch[0]!.item)]
-            : (await this.db.query<EmittingRow>(`SELECT (r.task).*, r.emitted FROM tasks_create_batch($1::jsonb) r`, [JSON.stringify(batch.map((b) => b.item))], PREPARED)).rows;
-      } catch (err) {
-        if (batch.length === 1) {
-          batch[0]!.reject(err);
-          continue;
-        }
-        // One bad item fails the whole call: each goes alone, so only its own request sees its error.
-        rows = [];
-        for (const b of batch) {
-          try {
-            rows.push(await this.insertOne(this.db, b.item));
-          } catch (one) {
-            b.reject(one);
-            b.settled = true;
-          }
-        }
-      }
-      const byId = new Map(rows.map((r) => [r.id, r]));
-      for (const b of batch) {
-        const row = byId.get(b.item.id);
-        if (row) b.resolve(row);
-        else if (!b.settled) b.reject(new Error(`task ${b.item.id} missing from its creation batch`));
-      }
-      this.created(rows);
-    }
-    this.creating = false;
   }
 
   /** After new tasks committed: the dispatcher (when events were written) and long-polls learn of them. */
@@ -464,26 +465,26 @@ export class TaskService {
    * task is not running under this worker: the checked path then gives the right answer or error.
    */
   private async finishHeld(actor: Actor, id: string, u: TaskUpdate, claimNext: boolean): Promise<ReportOutcome | null> {
-    const params = [
-      id,
-      actor.admin,
-      actor.userId,
-      u.status,
-      u.progress ?? null,
-      u.result === undefined ? null : JSON.stringify(u.result),
-      u.error ?? null,
-      u.workerId,
-      newEventId(),
-    ];
-    const { rows } = claimNext
-      ? await this.db.query<EmittingRow>(`SELECT (r.task).*, r.emitted FROM tasks_finish_and_claim($1, $2, $3, $4, $5, $6::jsonb, $7, $8, $9, $10, $11) r`, [
-          ...params,
-          this.opts.workerTimeoutSeconds,
-          newEventId(),
-        ], PREPARED)
-      : await this.db.query<EmittingRow>(`SELECT (r.task).*, r.emitted FROM tasks_finish($1, $2, $3, $4, $5, $6::jsonb, $7, $8, $9, false) r`, params, PREPARED);
+    let rows: EmittingRow[];
+    if (claimNext) {
+      rows = await this.reports.submit({
+        id,
+        admin: actor.admin,
+        caller: actor.userId,
+        status: u.status!,
+        progress: u.progress ?? null,
+        ...(u.result === undefined ? {} : { result: u.result }),
+        error: u.error ?? null,
+        worker: u.workerId!,
+        event_id: newEventId(),
+        claim_event_id: newEventId(),
+      });
+    } else {
+      const params = [id, actor.admin, actor.userId, u.status, u.progress ?? null, u.result === undefined ? null : JSON.stringify(u.result), u.error ?? null, u.workerId, newEventId()];
+      rows = (await this.db.query<EmittingRow>(`SELECT (r.task).*, r.emitted FROM tasks_finish($1, $2, $3, $4, $5, $6::jsonb, $7, $8, $9, false) r`, params, PREPARED)).rows;
+      if (rows.some((r) => r.emitted)) eventsEmitted();
+    }
     if (!rows[0]) return null;
-    if (rows.some((r) => r.emitted)) eventsEmitted();
     return { task: toTask(rows[0]), next: rows[1] ? toTask(rows[1]) : null };
   }
 
