@@ -13,7 +13,13 @@
  *   BENCH_TASKS=2000 BENCH_ENGINES=postgres   fewer tasks, one engine
  *   BENCH_RATE=400                            creators offer this many tasks/s instead of as many as
  *                                             they can: pickup latency below saturation, not backlog
+ *   BENCH_CREATORS=N                          concurrent creators (16 unpaced, 64 paced)
+ *   BENCH_WARMUP=N                            tasks run first the same way, not measured (1,000)
  *   BENCH_CPU_PROF=<dir>                      profile the server child (bench/profile-top.ts)
+ *
+ * Also printed: CPU seconds of the server, of this process and of everything else (PostgreSQL,
+ * the kernel); the server's read/write system calls per task (/proc); PostgreSQL commits and row
+ * writes per task (pg_stat_database).
  *
  * Unpaced, 16 creators outrun 8 workers whenever the server is the limit, so pickup latency is then
  * mostly the backlog; the paced run shows the latency of the queue itself.
@@ -34,6 +40,8 @@ const WORKERS = 8;
 // Paced runs need enough creators in flight to offer the rate while each request waits for its answer.
 const CREATORS = Number(process.env.BENCH_CREATORS ?? (Number(process.env.BENCH_RATE ?? 0) > 0 ? 64 : 16));
 const RATE = Number(process.env.BENCH_RATE ?? 0);
+/** Tasks run first, the same way, and not measured. */
+const WARMUP = Number(process.env.BENCH_WARMUP ?? 1000);
 const PG_ADMIN_URL = process.env.BENCH_PG_URL || 'postgres://postgres@127.0.0.1:5432/postgres';
 /** BENCH_CPU_PROF=<dir>: start the server child with --cpu-prof into <dir> (read with bench/profile-top.ts). */
 const CPU_PROF_DIR = process.env.BENCH_CPU_PROF;
@@ -210,45 +218,53 @@ async function runOnce(engine: 'pglite' | 'postgres') {
       const w = await call(base, 'POST', '/api/v1/workers/register', token, { hostname: `bench-${i}`, capabilities: ['building'], resources: { cpu: 1 } });
       workerIds.push(String(w.worker_id));
     }
-    const pickups: number[] = [];
-    let completed = 0;
-    let creating = true;
-    const started = Date.now();
+    type Held = { id: string; created_at: string } | null;
+    /** Creates `total` tasks (paced when BENCH_RATE is set) while the workers run them; returns pickup latencies. */
+    const runPhase = async (label: string, total: number): Promise<{ pickups: number[]; started: number }> => {
+      const pickups: number[] = [];
+      let completed = 0;
+      let creating = true;
+      const started = Date.now();
+      let next = 0;
+      const creators = Array.from({ length: CREATORS }, async () => {
+        while (next < total) {
+          const n = next++;
+          if (RATE > 0) {
+            const due = started + (n * 1000) / RATE;
+            if (due > Date.now()) await new Promise((r) => setTimeout(r, due - Date.now()));
+          }
+          await call(base, 'POST', '/api/v1/tasks', token, { title: `${label} ${n + 1}`, type: 'building', priority: 'normal' });
+        }
+      });
+      const workers = workerIds.map(async (id) => {
+        let task = null as Held;
+        while (completed < total) {
+          if (!task) {
+            const hb = await call(base, 'POST', '/api/v1/workers/heartbeat', token, { worker_id: id, status: 'idle', current_task: null, wait: creating ? 2 : 0.2 });
+            task = hb.assigned_task as Held;
+            if (!task) continue;
+          }
+          pickups.push(Date.now() - Date.parse(task.created_at));
+          // The completion asks for the worker's next task (as the worker library does).
+          const done = await call(base, 'PUT', `/api/v1/tasks/${task.id}`, token, { status: 'completed', worker_id: id, result: { ok: true }, claim_next: true });
+          completed++;
+          task = done.next_task as Held;
+        }
+      });
+      await Promise.all(creators);
+      creating = false;
+      await Promise.all(workers);
+      return { pickups, started };
+    };
+    // Warm-up (not measured): the server's JIT, prepared statements and caches, as after a while in service.
+    if (WARMUP > 0) await runPhase('warm-up', WARMUP);
     const serverCpu0 = cpuSecondsOf(child.pid);
     const serverIo0 = syscallsOf(child.pid);
     const clientCpu0 = process.cpuUsage();
     const machine0 = machineBusySeconds();
     const pg0 = await pgCounters(database);
-    let next = 0;
-    const creators = Array.from({ length: CREATORS }, async () => {
-      while (next < TASKS) {
-        const n = next++;
-        if (RATE > 0) {
-          const due = started + (n * 1000) / RATE;
-          if (due > Date.now()) await new Promise((r) => setTimeout(r, due - Date.now()));
-        }
-        await call(base, 'POST', '/api/v1/tasks', token, { title: `bench ${n + 1}`, type: 'building', priority: 'normal' });
-      }
-    });
-    type Held = { id: string; created_at: string } | null;
-    const workers = workerIds.map(async (id) => {
-      let task = null as Held;
-      while (completed < TASKS) {
-        if (!task) {
-          const hb = await call(base, 'POST', '/api/v1/workers/heartbeat', token, { worker_id: id, status: 'idle', current_task: null, wait: creating ? 2 : 0.2 });
-          task = hb.assigned_task as Held;
-          if (!task) continue;
-        }
-        pickups.push(Date.now() - Date.parse(task.created_at));
-        // The completion asks for the worker's next task (as the worker library does).
-        const done = await call(base, 'PUT', `/api/v1/tasks/${task.id}`, token, { status: 'completed', worker_id: id, result: { ok: true }, claim_next: true });
-        completed++;
-        task = done.next_task as Held;
-      }
-    });
-    await Promise.all(creators);
-    creating = false;
-    await Promise.all(workers);
+    const { pickups, started } = await runPhase('bench', TASKS);
+    const completed = pickups.length;
     const seconds = (Date.now() - started) / 1000;
     const serverCpu = cpuSecondsOf(child.pid) - serverCpu0;
     const serverIo = syscallsOf(child.pid);

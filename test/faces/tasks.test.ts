@@ -313,7 +313,10 @@ describe('workers', () => {
     assert.equal(byAdmin.body.next_task, null, "the next task is claimed only for the caller's own worker");
 
     const events = await s.ctx.db.query<{ type: string; data: Record<string, unknown> }>(
-      `SELECT type, data FROM events WHERE data->>'task_id' = ANY($1::text[]) AND type IN ('task.started', 'task.completed', 'task.failed') ORDER BY created_at, id`,
+      // A report that finishes one task and claims the next writes both events in one statement, often
+      // within the same clock tick: order by task, then started before its outcome.
+      `SELECT type, data FROM events WHERE data->>'task_id' = ANY($1::text[]) AND type IN ('task.started', 'task.completed', 'task.failed')
+        ORDER BY array_position($1::text[], data->>'task_id'), type <> 'task.started', created_at`,
       [[first.id, second.id, third.id]],
     );
     assert.deepEqual(

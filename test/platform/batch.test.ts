@@ -80,4 +80,36 @@ describe('InFlightBatcher', () => {
     await batcher.submit(3);
     assert.deepEqual(calls, [{ kind: 'batch', items: [1, 2] }, { kind: 'one', items: [3] }]);
   });
+
+  test('with concurrency 2, a second batch is written while the first is in flight', async () => {
+    let inFlight = 0;
+    let most = 0;
+    const calls: number[][] = [];
+    const batcher = new InFlightBatcher<number, number>({
+      max: 10,
+      concurrency: 2,
+      runBatch: async (items) => {
+        calls.push(items);
+        most = Math.max(most, ++inFlight);
+        await new Promise((r) => setTimeout(r, 20));
+        inFlight--;
+        return items;
+      },
+      runOne: async (item) => {
+        calls.push([item]);
+        most = Math.max(most, ++inFlight);
+        await new Promise((r) => setTimeout(r, 20));
+        inFlight--;
+        return item;
+      },
+    });
+    const first = batcher.submit(1);
+    await new Promise((r) => setImmediate(r));
+    const second = batcher.submit(2);
+    await new Promise((r) => setImmediate(r));
+    const rest = [3, 4, 5].map((i) => batcher.submit(i));
+    assert.deepEqual(await Promise.all([first, second, ...rest]), [1, 2, 3, 4, 5]);
+    assert.equal(most, 2, 'two calls in flight at most');
+    assert.deepEqual(calls, [[1], [2], [3, 4, 5]], 'the third batch waited for a free writer and gathered the rest');
+  });
 });

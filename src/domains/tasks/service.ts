@@ -155,6 +155,11 @@ interface ReportItem {
 
 /** Creations or reports sent in one call at most. */
 const BATCH_MAX = 200;
+/**
+ * Calls of each kind in flight at once. Two: a batch being written does not hold up the next one
+ * (the database works on both), and while both are busy newcomers gather into bigger batches.
+ */
+const BATCH_CONCURRENCY = 2;
 
 /** The queue's hot statements stay prepared on each connection (their text never changes). */
 const PREPARED = { prepared: true } as const;
@@ -271,6 +276,7 @@ export class TaskService {
     this.peers = deps.peers ?? (() => true);
     this.creations = new InFlightBatcher({
       max: BATCH_MAX,
+      concurrency: BATCH_CONCURRENCY,
       runOne: (item) => this.insertOne(this.db, item),
       runBatch: async (items) => {
         const { rows } = await this.db.query<EmittingRow>(`SELECT (r.task).*, r.emitted FROM tasks_create_batch($1::jsonb) r`, [JSON.stringify(items)], PREPARED);
@@ -281,6 +287,7 @@ export class TaskService {
     });
     this.reports = new InFlightBatcher({
       max: BATCH_MAX,
+      concurrency: BATCH_CONCURRENCY,
       runOne: async (item) =>
         (
           await this.db.query<EmittingRow>(

@@ -1,12 +1,14 @@
 /**
- * Write batching for hot statements: items submitted while a batch is being written wait, then go
- * together in the next call. Alone, an item goes at once (next turn of the event loop); under load
- * many items share one round trip and one commit. When a batch call fails, each of its items is
- * run alone, so only the item at fault sees an error.
+ * Write batching for hot statements: items submitted while `concurrency` batches are being written
+ * wait, then go together in the next call. Alone, an item goes at once (next turn of the event
+ * loop); under load many items share one round trip and one commit. When a batch call fails, each of
+ * its items is run alone, so only the item at fault sees an error.
  */
 export interface BatcherOptions<I, R> {
   /** Items per call at most. */
   max: number;
+  /** Batches written at the same time at most (1 by default): more lets the database use more cores. */
+  concurrency?: number;
   /** Writes several items in one call; answers one result per item, in the items' order. */
   runBatch(items: I[]): Promise<R[]>;
   /** Writes one item (a batch of one, and the retry of a failed batch's items). */
@@ -24,7 +26,7 @@ interface Entry<I, R> {
 export class InFlightBatcher<I, R> {
   private readonly opts: BatcherOptions<I, R>;
   private readonly queue: Entry<I, R>[] = [];
-  private writing = false;
+  private writers = 0;
 
   constructor(opts: BatcherOptions<I, R>) {
     this.opts = opts;
@@ -33,8 +35,8 @@ export class InFlightBatcher<I, R> {
   submit(item: I): Promise<R> {
     return new Promise<R>((resolve, reject) => {
       this.queue.push({ item, resolve, reject });
-      if (this.writing) return;
-      this.writing = true;
+      if (this.writers >= (this.opts.concurrency ?? 1)) return;
+      this.writers++;
       setImmediate(() => void this.drain());
     });
   }
@@ -62,7 +64,7 @@ export class InFlightBatcher<I, R> {
       }
       if (done.length) this.opts.afterBatch?.(done);
     }
-    this.writing = false;
+    this.writers--;
   }
 
   private async runAlone(e: Entry<I, R>, done: R[]): Promise<void> {
