@@ -39,6 +39,26 @@ test(`concurrent requests over the limit: exactly the limit is allowed, each wit
   assert.equal(other.remaining, 4);
 });
 
+test('requests arriving while a write is in flight share the next write and keep their exact places', async () => {
+  const policy = { points: 20, windowSeconds: 60 };
+  const waves: Promise<{ remaining: number; allowed: boolean }>[] = [];
+  for (let wave = 0; wave < 5; wave++) {
+    for (let i = 0; i < 5; i++) waves.push(limits.consume('test', 'u:waves', policy));
+    // The next wave starts on a later turn of the event loop, while the previous write may be running.
+    await new Promise((r) => setImmediate(r));
+  }
+  const decisions = await Promise.all(waves);
+  assert.equal(decisions.filter((d) => d.allowed).length, 20);
+  assert.deepEqual(
+    decisions.filter((d) => d.allowed).map((d) => d.remaining).sort((a, b) => a - b),
+    Array.from({ length: 20 }, (_, i) => i),
+    'every allowed request has its own remaining count',
+  );
+  // In arrival order: the first 20 were allowed, the last 5 refused.
+  assert.deepEqual(decisions.map((d) => d.allowed), [...Array(20).fill(true), ...Array(5).fill(false)]);
+  assert.equal((await limits.peek('test', 'u:waves', policy)).remaining, 0);
+});
+
 test('subjects longer than the store column are counted, not refused', async () => {
   const long = `name:${'x'.repeat(400)}|127.0.0.1`;
   const policy = { points: 2, windowSeconds: 60 };

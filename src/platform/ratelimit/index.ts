@@ -41,6 +41,8 @@ export const RATE_LIMIT_TABLE = 'rate_limits';
 
 interface PendingBatch {
   waiters: { resolve: (d: RateDecision) => void; reject: (err: unknown) => void }[];
+  /** A write of this subject's count is in flight: newcomers wait and share the next one. */
+  writing: boolean;
 }
 
 export class RateLimits {
@@ -85,30 +87,41 @@ export class RateLimits {
 
   /**
    * Counts one request of `subject` in `bucket` and says whether it is allowed. With a shared store,
-   * requests of one subject that arrive in the same event-loop turn are counted with ONE write of N
-   * points, and each gets its exact place in the window: the same answers as N writes, without N
-   * transactions queuing on the same row.
+   * requests of one subject are counted with ONE write of N points: those that arrive while a write
+   * of that subject is in flight wait for it and share the next one (so one subject's writes never
+   * queue on its row in the database), and each still gets its exact place in the window — the same
+   * answers as N writes.
    */
   consume(bucket: string, subject: string, policy: LimitPolicy): Promise<RateDecision> {
     if (policy.points === null) return Promise.resolve(unlimited(policy));
     if (this.kind === 'memory') return this.consumeNow(bucket, subject, policy.points, policy.windowSeconds, 1).then((r) => r[0]!);
     const id = `${bucket}|${policy.points}|${policy.windowSeconds}|${subject}`;
-    let batch = this.batches.get(id);
-    if (!batch) {
-      const created: PendingBatch = { waiters: [] };
-      this.batches.set(id, created);
-      const points = policy.points;
-      setImmediate(() => {
-        this.batches.delete(id);
-        this.consumeNow(bucket, subject, points, policy.windowSeconds, created.waiters.length).then(
-          (decisions) => created.waiters.forEach((w, i) => w.resolve(decisions[i]!)),
-          (err: unknown) => created.waiters.forEach((w) => w.reject(err)),
-        );
-      });
-      batch = created;
+    let state = this.batches.get(id);
+    if (!state) {
+      state = { waiters: [], writing: false };
+      this.batches.set(id, state);
     }
-    const waiters = batch.waiters;
-    return new Promise<RateDecision>((resolve, reject) => waiters.push({ resolve, reject }));
+    const batch = state;
+    const promise = new Promise<RateDecision>((resolve, reject) => batch.waiters.push({ resolve, reject }));
+    if (!batch.writing) {
+      batch.writing = true;
+      setImmediate(() => void this.drain(id, batch, bucket, subject, policy.points!, policy.windowSeconds));
+    }
+    return promise;
+  }
+
+  /** Writes the subject's waiting requests, one write at a time, until none wait. */
+  private async drain(id: string, batch: PendingBatch, bucket: string, subject: string, points: number, windowSeconds: number): Promise<void> {
+    while (batch.waiters.length > 0) {
+      const waiters = batch.waiters.splice(0);
+      try {
+        const decisions = await this.consumeNow(bucket, subject, points, windowSeconds, waiters.length);
+        waiters.forEach((w, i) => w.resolve(decisions[i]!));
+      } catch (err) {
+        waiters.forEach((w) => w.reject(err));
+      }
+    }
+    this.batches.delete(id);
   }
 
   /** One store write of `n` points; the decision of each of the `n` requests in arrival order. */
