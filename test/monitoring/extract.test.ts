@@ -39,6 +39,16 @@ const css = (selector: string, extra?: Partial<ExtractorSpec>): unknown => value
 const xpath = (selector: string, extra?: Partial<ExtractorSpec>): unknown => value(PRODUCT, 'xpath', selector, extra);
 const jsonpath = (selector: string, extra?: Partial<ExtractorSpec>): unknown => value(API, 'jsonpath', selector, extra);
 
+/** Each pair's first selector (answered from the name index) matches something, and the same as the second (a full walk). */
+function assertSameMatches(run: (selector: string, extra?: Partial<ExtractorSpec>) => unknown, cases: [string, string][]): [string, string[]][] {
+  return cases.map(([indexed, walked]) => {
+    const got = run(indexed, { multiple: true }) as string[];
+    assert.ok(got.length > 0, `${indexed} matches something`);
+    assert.deepEqual(got, run(walked, { multiple: true }), indexed);
+    return [indexed, got];
+  });
+}
+
 describe('the documented examples', () => {
   test('css .price-current with attribute data-price, and xpath stock-status text()', () => {
     const { values } = extractAll(PRODUCT, 'text/html; charset=utf-8', [
@@ -112,11 +122,7 @@ describe('css', () => {
       ['div div span', 'div div *:is(span)'],
       ['body p', 'body *:is(p)'],
     ];
-    for (const [indexed, walked] of cases) {
-      const got = css(indexed, { multiple: true }) as string[];
-      assert.ok(got.length > 0, `${indexed} matches something`);
-      assert.deepEqual(got, css(walked, { multiple: true }), indexed);
-    }
+    assertSameMatches(css, cases);
   });
 
   test('multiple with attribute skips elements that lack it; first-match mode too', () => {
@@ -186,12 +192,7 @@ describe('xpath', () => {
       ['//ul//li', "//ul//*[local-name()='li']"],
       ["//div[.//a][last()]//a", "//div[.//a][last()]//*[local-name()='a']"],
     ];
-    for (const [indexed, walked] of cases) {
-      const got = xpath(indexed, { multiple: true }) as string[];
-      assert.ok(got.length > 0, `${indexed} matches something`);
-      assert.deepEqual(got, xpath(walked, { multiple: true }), indexed);
-      assert.equal(xpath(`count(${indexed})`), got.length, `count(${indexed})`);
-    }
+    for (const [indexed, got] of assertSameMatches(xpath, cases)) assert.equal(xpath(`count(${indexed})`), got.length, `count(${indexed})`);
     // Elements of another branch never leak in, also at the end of the document.
     assert.equal(xpath("count(//div[contains(@class,'card')][1]//a)"), 1);
     assert.equal(xpath('count(//footer//table)'), 0);
