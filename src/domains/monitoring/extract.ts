@@ -369,16 +369,39 @@ function checkCssGroups(groups: CssSelector[][]): string | null {
   return null;
 }
 
-const cssCache = new Map<string, ReturnType<typeof compileCssQuery<AnyNode, Element>>>();
+interface CompiledCss {
+  query: ReturnType<typeof compileCssQuery<AnyNode, Element>>;
+  /**
+   * The tag name every match must have (`a` in `.card .title a`), or null when there is none to rely
+   * on (a comma group, a universal or namespaced last compound).
+   */
+  tag: string | null;
+}
+
+const cssCache = new Map<string, CompiledCss>();
 
 /** css-select compiles a selector on every call; monitors run the same ones again and again. */
-function cssQuery(selector: string, xml: boolean) {
-  return cached(cssCache, `${xml ? 'x' : 'h'}\u0000${selector}`, () => compileCssQuery<AnyNode, Element>(selector, xml ? CSS_XML_OPTIONS : CSS_HTML_OPTIONS));
+function compileCss(selector: string, xml: boolean): CompiledCss {
+  return cached(cssCache, `${xml ? 'x' : 'h'}\u0000${selector}`, () => ({
+    query: compileCssQuery<AnyNode, Element>(selector, xml ? CSS_XML_OPTIONS : CSS_HTML_OPTIONS),
+    tag: rightmostTag(parseCss(selector), xml),
+  }));
+}
+
+function rightmostTag(groups: CssSelector[][], xml: boolean): string | null {
+  if (groups.length !== 1) return null;
+  const tokens = groups[0]!;
+  for (let i = tokens.length - 1; i >= 0; i--) {
+    const t = tokens[i]!;
+    if (COMBINATORS.has(t.type)) return null;
+    if (t.type === 'tag') return t.namespace ? null : xml ? t.name : t.name.toLowerCase();
+  }
+  return null;
 }
 
 function extractCss(tree: HtmlTree, spec: ExtractorSpec): ExtractedValue {
   const options = tree.xml ? CSS_XML_OPTIONS : CSS_HTML_OPTIONS;
-  const query = cssQuery(spec.selector, tree.xml);
+  const { query, tag } = compileCss(spec.selector, tree.xml);
   const noMatch = `no element matches CSS selector '${spec.selector}'`;
   if (!spec.multiple) {
     // The first match stops the walk; only when it lacks the attribute are the others needed.
@@ -388,30 +411,9 @@ function extractCss(tree: HtmlTree, spec: ExtractorSpec): ExtractedValue {
     const attr = tree.xml ? spec.attribute : spec.attribute.toLowerCase();
     if (Object.hasOwn(el.attribs, attr)) return { name: spec.name, value: el.attribs[attr]!, warning: null };
   }
-  const tag = rightmostTag(spec.selector, tree.xml);
   // Only elements of the selector's last tag can match it: test those (already in document order).
   const elements = tag === null ? selectAll<AnyNode, Element>(query, tree.doc, options) : elementsNamed(tree, tag).filter(query);
   return elementValues(spec, elements, tree.xml, noMatch);
-}
-
-const rightmostTagCache = new Map<string, string | null>();
-
-/**
- * The tag name every match of a one-group selector must have (`a` in `.card .title a`), or null
- * when there is none to rely on (a comma group, a universal or namespaced last compound).
- */
-function rightmostTag(selector: string, xml: boolean): string | null {
-  return cached(rightmostTagCache, `${xml ? 'x' : 'h'}\u0000${selector}`, () => {
-    const groups = parseCss(selector);
-    if (groups.length !== 1) return null;
-    const tokens = groups[0]!;
-    for (let i = tokens.length - 1; i >= 0; i--) {
-      const t = tokens[i]!;
-      if (COMBINATORS.has(t.type)) return null;
-      if (t.type === 'tag') return t.namespace ? null : xml ? t.name : t.name.toLowerCase();
-    }
-    return null;
-  });
 }
 
 /** Text (or the spec's attribute) of each element; elements without the attribute are skipped. */

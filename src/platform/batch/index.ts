@@ -42,6 +42,14 @@ export class InFlightBatcher<I, R> {
   }
 
   private async drain(): Promise<void> {
+    try {
+      await this.drainQueue();
+    } finally {
+      this.writers--;
+    }
+  }
+
+  private async drainQueue(): Promise<void> {
     while (this.queue.length > 0) {
       const batch = this.queue.splice(0, this.opts.max);
       const done: R[] = [];
@@ -64,7 +72,6 @@ export class InFlightBatcher<I, R> {
       }
       if (done.length) this.opts.afterBatch?.(done);
     }
-    this.writers--;
   }
 
   private async runAlone(e: Entry<I, R>, done: R[]): Promise<void> {
